@@ -1,0 +1,201 @@
+import Foundation
+
+/// A listen or dial address: goim writes `:3101` (all interfaces), `127.0.0.1:3101`, or `[::1]:3101`.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port`, `:port` (host `0.0.0.0`, or `defaultHost`) or `[v6]:port`; an optional
+    /// `scheme://` prefix (`nats://`, `redis://`, `grpc://`) is dropped.
+    public init?(_ text: String, defaultHost: String = "0.0.0.0") {
+        var rest = Substring(text.trimmingCharacters(in: .whitespaces))
+        if let range = rest.range(of: "://") { rest = rest[range.upperBound...] }
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { return nil }
+        var host = String(rest[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.host = host.isEmpty ? defaultHost : host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+extension ConfigSection {
+    /// A list of addresses, each validated.
+    public func addresses(_ key: String, default value: [String], defaultHost: String = "0.0.0.0") -> [HostPort] {
+        let texts = strings(key, default: value)
+        var result: [HostPort] = []
+        for text in texts {
+            guard let address = HostPort(text, defaultHost: defaultHost) else {
+                invalid(key, "\"\(text)\"", "expected host:port or :port")
+                continue
+            }
+            result.append(address)
+        }
+        return result
+    }
+
+    public func address(_ key: String, default value: String, defaultHost: String = "0.0.0.0") -> HostPort {
+        let text = string(key, default: value)
+        guard let address = HostPort(text, defaultHost: defaultHost) else {
+            invalid(key, "\"\(text)\"", "expected host:port or :port")
+            return HostPort(value, defaultHost: defaultHost)!
+        }
+        return address
+    }
+}
+
+/// `[env]`: who this process is. `host` is a comet's server identity everywhere (Redis routing values,
+/// `PushMsg.server`, the registry), as in goim; it defaults to the machine's hostname.
+public struct EnvironmentSection: Sendable, Equatable {
+    public var host: String
+    public var region: String
+    public var zone: String
+    public var deployEnv: String
+    public var weight: Int
+    public var offline: Bool
+    /// Public addresses advertised to clients by `/goim/nodes/weighted` (goim's `-addrs`).
+    public var addrs: [String]
+
+    public init(host: String = ProcessInfo.processInfo.hostName, region: String = "", zone: String = "",
+                deployEnv: String = "", weight: Int = 10, offline: Bool = false, addrs: [String] = []) {
+        self.host = host
+        self.region = region
+        self.zone = zone
+        self.deployEnv = deployEnv
+        self.weight = weight
+        self.offline = offline
+        self.addrs = addrs
+    }
+
+    public init(_ s: ConfigSection) {
+        let d = EnvironmentSection()
+        host = s.string("host", default: d.host)
+        if host.isEmpty { s.invalid("host", "\"\"", "must not be empty: it identifies this process") }
+        region = s.string("region", default: d.region)
+        zone = s.string("zone", default: d.zone)
+        deployEnv = s.string("deployEnv", default: d.deployEnv)
+        weight = s.int("weight", default: d.weight, in: 0...1_000_000)
+        offline = s.bool("offline", default: d.offline)
+        addrs = s.strings("addrs", default: d.addrs)
+    }
+}
+
+/// `[redis]`: the routing store and registry.
+public struct RedisSection: Sendable, Equatable {
+    public var addr: HostPort = HostPort(host: "127.0.0.1", port: 6379)
+    public var auth: String = ""
+    public var db: Int = 0
+    /// Pooled connections per process (goim's `active` was a maximum for short-lived connections;
+    /// ours are long-lived and pipelined, so a few suffice).
+    public var active: Int = 8
+    public var dialTimeout: Duration = .milliseconds(500)
+    /// Deadline of one command or pipeline (goim's `readTimeout`).
+    public var readTimeout: Duration = .seconds(1)
+    /// TTL of the routing keys (`mid_*`, `key_*`, `ol_*`); whole seconds.
+    public var expire: Duration = .seconds(1800)
+
+    public init() {}
+
+    public init(_ s: ConfigSection) {
+        let d = RedisSection()
+        addr = s.address("addr", default: "127.0.0.1:6379", defaultHost: "127.0.0.1")
+        auth = s.string("auth", default: d.auth)
+        db = s.int("db", default: d.db, in: 0...15)
+        active = s.int("active", default: d.active, in: 1...1024)
+        dialTimeout = s.duration("dialTimeout", default: d.dialTimeout, minimum: .milliseconds(1))
+        readTimeout = s.duration("readTimeout", default: d.readTimeout, minimum: .milliseconds(1))
+        expire = s.duration("expire", default: d.expire, minimum: .seconds(1))
+    }
+}
+
+/// `[nats]`: the push queue. Logic publishes `PushMsg` on `<subject>.<type>` subjects of one JetStream
+/// stream; job consumes them with one durable consumer shared by all job processes.
+public struct NATSSection: Sendable, Equatable {
+    public var urls: [String] = ["nats://127.0.0.1:4222"]
+    public var user: String = ""
+    public var password: String = ""
+    public var token: String = ""
+    public var stream: String = "GOIM_PUSH"
+    /// Subject prefix: pushes go to `goim.push.push`, `goim.push.room`, `goim.push.broadcast`.
+    public var subject: String = "goim.push"
+    /// Where upstream client messages (goim's `Receive`) are published for the application.
+    public var receiveSubject: String = "goim.receive"
+    public var maxAge: Duration = .seconds(24 * 3600)
+    public var maxBytes: Int = 1 << 30
+    public var replicas: Int = 1
+    public var connectTimeout: Duration = .seconds(2)
+
+    public init() {}
+
+    public init(_ s: ConfigSection) {
+        let d = NATSSection()
+        urls = s.strings("urls", default: d.urls)
+        if urls.isEmpty { s.invalid("urls", "[]", "at least one NATS URL is needed") }
+        for url in urls where HostPort(url, defaultHost: "127.0.0.1") == nil {
+            s.invalid("urls", "\"\(url)\"", "expected nats://host:port")
+        }
+        user = s.string("user", default: d.user)
+        password = s.string("password", default: d.password)
+        token = s.string("token", default: d.token)
+        stream = s.string("stream", default: d.stream)
+        if stream.isEmpty || stream.contains(where: { " .*>".contains($0) }) {
+            s.invalid("stream", "\"\(stream)\"", "a JetStream stream name must be non-empty without spaces, '.', '*' or '>'")
+        }
+        subject = s.string("subject", default: d.subject)
+        if subject.isEmpty || subject.contains(where: { " *>".contains($0) }) {
+            s.invalid("subject", "\"\(subject)\"", "must be a literal subject prefix")
+        }
+        receiveSubject = s.string("receiveSubject", default: d.receiveSubject)
+        maxAge = s.duration("maxAge", default: d.maxAge, minimum: .seconds(1))
+        maxBytes = s.int("maxBytes", default: d.maxBytes, in: 1024...Int.max)
+        replicas = s.int("replicas", default: d.replicas, in: 1...5)
+        connectTimeout = s.duration("connectTimeout", default: d.connectTimeout, minimum: .milliseconds(1))
+    }
+
+    /// The subject for one `PushMsg` type (`push`, `room` or `broadcast`).
+    public func subject(for type: String) -> String { "\(subject).\(type)" }
+}
+
+/// `[registry]`: comets register in Redis under `<prefix><server>` with a TTL they refresh, so logic and
+/// job find the live comets without a separate discovery service.
+public struct RegistrySection: Sendable, Equatable {
+    public var prefix: String = "goim:comet:"
+    public var ttl: Duration = .seconds(30)
+    public var refresh: Duration = .seconds(10)
+
+    public init() {}
+
+    public init(_ s: ConfigSection) {
+        let d = RegistrySection()
+        prefix = s.string("prefix", default: d.prefix)
+        ttl = s.duration("ttl", default: d.ttl, minimum: .seconds(2))
+        refresh = s.duration("refresh", default: d.refresh, minimum: .milliseconds(100))
+        if refresh >= ttl {
+            s.invalid("refresh", GoDuration.format(refresh), "must be shorter than registry.ttl (\(GoDuration.format(ttl)))")
+        }
+    }
+}
+
+/// `[log]`: level of the process log (trace, debug, info, notice, warning, error, critical).
+public struct LogSection: Sendable, Equatable {
+    public var level: String = "info"
+
+    public init() {}
+
+    public init(_ s: ConfigSection) {
+        level = s.string("level", default: "info").lowercased()
+        if !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
+            s.invalid("level", "\"\(level)\"", "expected trace, debug, info, notice, warning, error or critical")
+            level = "info"
+        }
+    }
+}

@@ -1,0 +1,88 @@
+/// Everything `job` reads from `configs/job.toml`.
+public struct JobConfiguration: Sendable, Equatable {
+    /// `[consumer]`: the durable JetStream consumer shared by every job process.
+    public struct Consumer: Sendable, Equatable {
+        public var durable: String = "goim-job"
+        /// Messages fetched per pull.
+        public var batch: Int = 256
+        /// Unacknowledged messages in flight for this job (back-pressure bound).
+        public var maxInFlight: Int = 4096
+        /// Redelivery after this long without an ack.
+        public var ackWait: Duration = .seconds(30)
+    }
+
+    /// `[comet]`: the gRPC clients to comets.
+    public struct Comet: Sendable, Equatable {
+        /// Concurrent calls per comet (goim: 32 workers).
+        public var routineSize: Int = 32
+        /// Deadline of one call to a comet.
+        public var timeout: Duration = .seconds(5)
+        /// First retry delay for a comet that fails; doubles up to `maxBackoff`.
+        public var backoff: Duration = .milliseconds(100)
+        public var maxBackoff: Duration = .seconds(3)
+    }
+
+    /// `[room]`: room batching. Unlike goim, a message in a quiet room goes out at once; batching only
+    /// gathers what arrives while a room's previous batch is still being sent (up to `batch` messages,
+    /// or `signal` at most).
+    public struct Room: Sendable, Equatable {
+        public var batch: Int = 20
+        public var signal: Duration = .seconds(1)
+        public var idle: Duration = .seconds(900)
+        /// Messages waiting per room before the consumer is slowed down (no silent drops, unlike goim).
+        public var queueSize: Int = 1024
+        /// How often each comet's `Rooms` is asked, so room pushes go only to comets that have the room.
+        public var roomsRefresh: Duration = .seconds(1)
+    }
+
+    public var env = EnvironmentSection()
+    public var log = LogSection()
+    public var consumer = Consumer()
+    public var comet = Comet()
+    public var room = Room()
+    public var redis = RedisSection()
+    public var nats = NATSSection()
+    public var registry = RegistrySection()
+
+    public init() {}
+
+    public init(_ reader: ConfigReader) throws(ConfigError) {
+        let d = JobConfiguration()
+        env = EnvironmentSection(reader.section("env"))
+        log = LogSection(reader.section("log"))
+
+        let c = reader.section("consumer")
+        consumer.durable = c.string("durable", default: d.consumer.durable)
+        if consumer.durable.isEmpty || consumer.durable.contains(where: { " .*>".contains($0) }) {
+            c.invalid("durable", "\"\(consumer.durable)\"", "a consumer name must be non-empty without spaces, '.', '*' or '>'")
+        }
+        consumer.batch = c.int("batch", default: d.consumer.batch, in: 1...10_000)
+        consumer.maxInFlight = c.int("maxInFlight", default: d.consumer.maxInFlight, in: 1...1_000_000)
+        consumer.ackWait = c.duration("ackWait", default: d.consumer.ackWait, minimum: .seconds(1))
+
+        let m = reader.section("comet")
+        comet.routineSize = m.int("routineSize", default: d.comet.routineSize, in: 1...1024)
+        comet.timeout = m.duration("timeout", default: d.comet.timeout, minimum: .milliseconds(10))
+        comet.backoff = m.duration("backoff", default: d.comet.backoff, minimum: .milliseconds(1))
+        comet.maxBackoff = m.duration("maxBackoff", default: d.comet.maxBackoff, minimum: .milliseconds(1))
+
+        let r = reader.section("room")
+        room.batch = r.int("batch", default: d.room.batch, in: 1...10_000)
+        room.signal = r.duration("signal", default: d.room.signal, minimum: .milliseconds(1))
+        room.idle = r.duration("idle", default: d.room.idle, minimum: .seconds(1))
+        room.queueSize = r.int("queueSize", default: d.room.queueSize, in: 1...1_000_000)
+        room.roomsRefresh = r.duration("roomsRefresh", default: d.room.roomsRefresh, minimum: .milliseconds(50))
+
+        redis = RedisSection(reader.section("redis"))
+        nats = NATSSection(reader.section("nats"))
+        registry = RegistrySection(reader.section("registry"))
+        reader.acceptUnused(["discovery", "kafka", "comet.routineChan", "redis.expire"])
+        try reader.finish()
+    }
+
+    public static func load(path: String?, environment: [String: String]) throws(ConfigError) -> (JobConfiguration, unknownKeys: [String]) {
+        let reader = try ConfigReader(path: path, environment: environment)
+        let configuration = try JobConfiguration(reader)
+        return (configuration, reader.unknownKeys)
+    }
+}

@@ -1,0 +1,146 @@
+/// Everything `logic` reads from `configs/logic.toml` (goim's section and key names where goim has them).
+public struct LogicConfiguration: Sendable, Equatable {
+    public struct HTTPServer: Sendable, Equatable {
+        public var addr: HostPort = HostPort(host: "0.0.0.0", port: 3111)
+        /// Largest push body accepted (goim had no limit); larger gets code -400.
+        public var maxBodySize: Int = 1 << 20
+        /// When set, `/goim/push/*` requires `Authorization: Bearer <token>` (off by default, as goim).
+        public var pushToken: String = ""
+    }
+
+    public struct RPCServer: Sendable, Equatable {
+        public var addr: HostPort = HostPort(host: "0.0.0.0", port: 3119)
+        public var maxReceiveMessageSize: Int = 16 << 20
+    }
+
+    /// `[node]`: what `/goim/nodes/weighted` advertises, and the session timeout handed to comets.
+    public struct Node: Sendable, Equatable {
+        public var defaultDomain: String = "conn.goim.io"
+        public var hostDomain: String = ".goim.io"
+        public var heartbeat: Duration = .seconds(240)
+        public var heartbeatMax: Int = 2
+        public var tcpPort: Int = 3101
+        public var wsPort: Int = 3102
+        public var wssPort: Int = 3103
+        public var regionWeight: Double = 1.6
+    }
+
+    public struct Backoff: Sendable, Equatable {
+        public var maxDelay: Int = 300
+        public var baseDelay: Int = 3
+        public var factor: Double = 1.8
+        public var jitter: Double = 0.3
+    }
+
+    /// `[auth]`: `goim` accepts goim's JSON auth body as goim does (no credential check); `jwt` reads
+    /// the body's `token` (or the whole body) as a JWT and takes mid, room and accepts from its claims.
+    public struct Auth: Sendable, Equatable {
+        public var mode: String = "goim"
+        /// `HS256` or `RS256`.
+        public var jwtAlgorithm: String = "HS256"
+        public var jwtSecret: String = ""
+        /// PEM file with the RSA public key for RS256.
+        public var jwtPublicKeyFile: String = ""
+        public var jwtIssuer: String = ""
+        public var jwtAudience: String = ""
+    }
+
+    public struct Online: Sendable, Equatable {
+        /// How often the cluster-wide room counts are recomputed (goim: 10 s).
+        public var refresh: Duration = .seconds(10)
+        /// A comet whose counts are older than this is ignored and its key deleted (goim: 5 min).
+        public var staleAfter: Duration = .seconds(300)
+    }
+
+    public var env = EnvironmentSection()
+    public var log = LogSection()
+    public var httpServer = HTTPServer()
+    public var rpcServer = RPCServer()
+    public var node = Node()
+    public var backoff = Backoff()
+    public var regions: [String: [String]] = [:]
+    public var auth = Auth()
+    public var online = Online()
+    public var redis = RedisSection()
+    public var nats = NATSSection()
+    public var registry = RegistrySection()
+
+    public init() {}
+
+    public init(_ reader: ConfigReader) throws(ConfigError) {
+        let d = LogicConfiguration()
+        env = EnvironmentSection(reader.section("env"))
+        log = LogSection(reader.section("log"))
+
+        let h = reader.section("httpServer")
+        httpServer.addr = h.address("addr", default: ":3111")
+        httpServer.maxBodySize = h.int("maxBodySize", default: d.httpServer.maxBodySize, in: 1...(64 << 20))
+        httpServer.pushToken = h.string("pushToken", default: "")
+
+        let r = reader.section("rpcServer")
+        rpcServer.addr = r.address("addr", default: ":3119")
+        rpcServer.maxReceiveMessageSize = r.int("maxReceiveMessageSize", default: d.rpcServer.maxReceiveMessageSize, in: 1024...(256 << 20))
+
+        let n = reader.section("node")
+        node.defaultDomain = n.string("defaultDomain", default: d.node.defaultDomain)
+        node.hostDomain = n.string("hostDomain", default: d.node.hostDomain)
+        node.heartbeat = n.duration("heartbeat", default: d.node.heartbeat, minimum: .seconds(1))
+        node.heartbeatMax = n.int("heartbeatMax", default: d.node.heartbeatMax, in: 1...100)
+        node.tcpPort = n.int("tcpPort", default: d.node.tcpPort, in: 0...65535)
+        node.wsPort = n.int("wsPort", default: d.node.wsPort, in: 0...65535)
+        node.wssPort = n.int("wssPort", default: d.node.wssPort, in: 0...65535)
+        node.regionWeight = n.double("regionWeight", default: d.node.regionWeight)
+        if node.regionWeight < 1 { n.invalid("regionWeight", "\(node.regionWeight)", "must be at least 1") }
+
+        let b = reader.section("backoff")
+        backoff.maxDelay = b.int("maxDelay", default: d.backoff.maxDelay, in: 0...Int(Int32.max))
+        backoff.baseDelay = b.int("baseDelay", default: d.backoff.baseDelay, in: 0...Int(Int32.max))
+        backoff.factor = b.double("factor", default: d.backoff.factor)
+        backoff.jitter = b.double("jitter", default: d.backoff.jitter)
+
+        regions = reader.section("regions").stringListTable()
+
+        let a = reader.section("auth")
+        auth.mode = a.string("mode", default: d.auth.mode).lowercased()
+        if !["goim", "jwt"].contains(auth.mode) { a.invalid("mode", "\"\(auth.mode)\"", "expected \"goim\" or \"jwt\"") }
+        auth.jwtAlgorithm = a.string("jwtAlgorithm", default: d.auth.jwtAlgorithm).uppercased()
+        auth.jwtSecret = a.string("jwtSecret", default: "")
+        auth.jwtPublicKeyFile = a.string("jwtPublicKeyFile", default: "")
+        auth.jwtIssuer = a.string("jwtIssuer", default: "")
+        auth.jwtAudience = a.string("jwtAudience", default: "")
+        if auth.mode == "jwt" {
+            switch auth.jwtAlgorithm {
+            case "HS256" where auth.jwtSecret.isEmpty:
+                a.invalid("jwtSecret", "\"\"", "mode = \"jwt\" with HS256 needs a secret")
+            case "RS256" where auth.jwtPublicKeyFile.isEmpty:
+                a.invalid("jwtPublicKeyFile", "\"\"", "mode = \"jwt\" with RS256 needs a PEM public key file")
+            case "HS256", "RS256": break
+            default: a.invalid("jwtAlgorithm", "\"\(auth.jwtAlgorithm)\"", "expected HS256 or RS256")
+            }
+        }
+
+        let o = reader.section("online")
+        online.refresh = o.duration("refresh", default: d.online.refresh, minimum: .milliseconds(100))
+        online.staleAfter = o.duration("staleAfter", default: d.online.staleAfter, minimum: .seconds(1))
+
+        redis = RedisSection(reader.section("redis"))
+        nats = NATSSection(reader.section("nats"))
+        registry = RegistrySection(reader.section("registry"))
+        reader.acceptUnused([
+            "discovery", "kafka", "rpcClient", "rpcServer.network", "rpcServer.timeout", "rpcServer.idleTimeout",
+            "rpcServer.maxLifeTime", "rpcServer.forceCloseWait", "rpcServer.keepAliveInterval", "rpcServer.keepAliveTimeout",
+            "httpServer.network", "httpServer.readTimeout", "httpServer.writeTimeout", "redis.network", "redis.idle",
+            "redis.idleTimeout", "redis.writeTimeout",
+        ])
+        try reader.finish()
+    }
+
+    /// `node.heartbeat × node.heartbeatMax`: the server-side idle timeout handed to comets in `ConnectReply`.
+    public var sessionHeartbeat: Duration { node.heartbeat * node.heartbeatMax }
+
+    public static func load(path: String?, environment: [String: String]) throws(ConfigError) -> (LogicConfiguration, unknownKeys: [String]) {
+        let reader = try ConfigReader(path: path, environment: environment)
+        let configuration = try LogicConfiguration(reader)
+        return (configuration, reader.unknownKeys)
+    }
+}

@@ -1,0 +1,46 @@
+import GoIMConfig
+import Logging
+import ServiceLifecycle
+
+/// Keeps one comet registered while it runs: writes its record at once, refreshes it every `refresh`
+/// (with fresh connection counts from `snapshot`), and removes it on graceful shutdown so logic and job
+/// stop using it immediately rather than after the TTL.
+public struct RegistrationService: Service {
+    let registry: CometRegistry
+    let refresh: Duration
+    let snapshot: @Sendable () -> CometInstance
+    let logger: Logger
+
+    public init(registry: CometRegistry, refresh: Duration, logger: Logger, snapshot: @escaping @Sendable () -> CometInstance) {
+        self.registry = registry
+        self.refresh = refresh
+        self.snapshot = snapshot
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        var registered = false
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let instance = snapshot()
+                do {
+                    try await registry.register(instance)
+                    if !registered {
+                        logger.info("registered in the cluster registry", metadata: ["goim.server": "\(instance.hostname)"])
+                        registered = true
+                    }
+                } catch {
+                    logger.warning("cluster registry refresh failed; retrying", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: registered ? refresh : .seconds(1))
+            }
+        }
+        let hostname = snapshot().hostname
+        do {
+            try await registry.deregister(hostname: hostname)
+            logger.info("deregistered from the cluster registry", metadata: ["goim.server": "\(hostname)"])
+        } catch {
+            logger.warning("could not deregister; the record expires by its TTL", metadata: ["error": "\(error)"])
+        }
+    }
+}

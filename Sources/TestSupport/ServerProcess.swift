@@ -1,0 +1,244 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Errors from starting the real servers tests run against.
+public enum TestServerError: Error, CustomStringConvertible {
+    case executableNotFound(String, searched: [String])
+    case didNotStart(String, port: Int, output: String)
+
+    public var description: String {
+        switch self {
+        case .executableNotFound(let name, let searched):
+            return "\(name) not found (searched \(searched.joined(separator: ", "))); install it with apt-get"
+        case .didNotStart(let name, let port, let output):
+            return "\(name) did not answer on 127.0.0.1:\(port) in time; its output:\n\(output)"
+        }
+    }
+}
+
+/// A real server process (redis-server, nats-server, or one of the project's executables) on a loopback
+/// port, in its own temporary directory. `stop()` is idempotent; `deinit` kills a forgotten process so a
+/// failing test does not leak servers.
+public final class ServerProcess: @unchecked Sendable {
+    // @unchecked Sendable: the mutable `process` is only touched under `lock`.
+    public let name: String
+    public let port: Int
+    public let directory: URL
+    private let executable: String
+    private let arguments: [String]
+    private let environment: [String: String]?
+    private let lock = NSLock()
+    private var process: Process?
+    private let logURL: URL
+
+    init(name: String, executable: String, arguments: [String], port: Int, directory: URL, environment: [String: String]? = nil) {
+        self.name = name
+        self.executable = executable
+        self.arguments = arguments
+        self.port = port
+        self.directory = directory
+        self.environment = environment
+        self.logURL = directory.appendingPathComponent("\(name).log")
+    }
+
+    deinit {
+        if let process, process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+        }
+    }
+
+    public var pid: Int32? {
+        lock.withLock { process?.isRunning == true ? process?.processIdentifier : nil }
+    }
+
+    /// Everything the process printed so far.
+    public var output: String {
+        (try? String(contentsOf: logURL, encoding: .utf8)) ?? ""
+    }
+
+    /// Starts the process and waits until its port accepts connections.
+    public func start(timeout: Duration = .seconds(15)) async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        if let environment {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
+        if !FileManager.default.fileExists(atPath: logURL.path) {
+            FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        }
+        let log = try FileHandle(forWritingTo: logURL)
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        lock.withLock { self.process = process }
+
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if !process.isRunning { break }
+            if Self.canConnect(port: port) { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        stop()
+        throw TestServerError.didNotStart(name, port: port, output: output)
+    }
+
+    /// Sends `signal` (SIGTERM by default) and waits for the process to exit.
+    public func stop(signal: Int32 = SIGTERM) {
+        let process = lock.withLock { () -> Process? in
+            defer { self.process = nil }
+            return self.process
+        }
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, signal)
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    /// Kills the process without letting it clean up (as a crash would).
+    public func kill9() { stop(signal: SIGKILL) }
+
+    /// Stops and starts again on the same port and directory (data kept).
+    public func restart() async throws {
+        stop()
+        try await start()
+    }
+
+    /// True when something accepts TCP connections on 127.0.0.1:`port`.
+    public static func canConnect(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+}
+
+public enum TestServers {
+    /// A loopback TCP port that was free a moment ago (bound to port 0 and released).
+    public static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        precondition(fd >= 0, "socket() failed")
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Bool in
+                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        precondition(bound, "bind to 127.0.0.1:0 failed")
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// A new empty temporary directory.
+    public static func temporaryDirectory(_ prefix: String) throws -> URL {
+        let url = FileManager.default.temporaryDirectory
+            .appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// The path of `name` from PATH or the usual Debian locations.
+    public static func locate(_ name: String) throws -> String {
+        var searched = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        searched += ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]
+        for directory in searched {
+            let path = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        throw TestServerError.executableNotFound(name, searched: searched)
+    }
+
+    /// Starts `redis-server` on a free loopback port, persistence off, in a temporary directory.
+    public static func redis(password: String? = nil) async throws -> ServerProcess {
+        let port = freePort()
+        let directory = try temporaryDirectory("redis")
+        var arguments = [
+            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", directory.path, "--daemonize", "no", "--protected-mode", "no",
+        ]
+        if let password { arguments += ["--requirepass", password] }
+        let server = ServerProcess(
+            name: "redis-server", executable: try locate("redis-server"), arguments: arguments,
+            port: port, directory: directory)
+        try await server.start()
+        return server
+    }
+
+    /// Starts `nats-server` with JetStream on a free loopback port; its store lives in a temporary
+    /// directory so that a restart keeps streams and consumers.
+    public static func nats(jetStream: Bool = true) async throws -> ServerProcess {
+        let port = freePort()
+        let directory = try temporaryDirectory("nats")
+        var arguments = ["-a", "127.0.0.1", "-p", "\(port)"]
+        if jetStream { arguments += ["-js", "-sd", directory.appendingPathComponent("js").path] }
+        let server = ServerProcess(
+            name: "nats-server", executable: try locate("nats-server"), arguments: arguments,
+            port: port, directory: directory)
+        try await server.start()
+        return server
+    }
+
+    /// Runs one of this package's built executables (e.g. "comet") as a separate process.
+    public static func executable(
+        _ name: String, arguments: [String], port: Int, environment: [String: String]? = nil
+    ) throws -> ServerProcess {
+        let directory = try temporaryDirectory(name)
+        return ServerProcess(
+            name: name, executable: try builtProductPath(name), arguments: arguments, port: port,
+            directory: directory, environment: environment)
+    }
+
+    /// Where `swift build` put executable `name`: beside the test bundle.
+    public static func builtProductPath(_ name: String) throws -> String {
+        let bundle = Bundle.main.bundleURL
+        var candidates: [URL] = [bundle.deletingLastPathComponent().appendingPathComponent(name)]
+        for directory in [bundle, bundle.deletingLastPathComponent()] {
+            candidates.append(directory.appendingPathComponent(name))
+        }
+        let argv0 = URL(fileURLWithPath: CommandLine.arguments.first ?? "")
+        candidates.append(argv0.deletingLastPathComponent().appendingPathComponent(name))
+        candidates.append(argv0.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(name))
+        for candidate in candidates where FileManager.default.isExecutableFile(atPath: candidate.path) {
+            return candidate.path
+        }
+        throw TestServerError.executableNotFound(name, searched: candidates.map(\.path))
+    }
+}
+
+extension ServerProcess {
+    /// Runs `body` and stops the server afterwards, whatever happens.
+    public func withRunning<T>(_ body: (ServerProcess) async throws -> T) async throws -> T {
+        do {
+            let result = try await body(self)
+            stop()
+            return result
+        } catch {
+            stop()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,201 @@
+import Foundation
+import GoIMConfig
+import Testing
+
+@Suite struct GoDurationTests {
+    @Test(arguments: [
+        ("500ms", Duration.milliseconds(500)), ("8s", .seconds(8)), ("4m", .seconds(240)), ("2h", .seconds(7200)),
+        ("1h30m", .seconds(5400)), ("1.5s", .milliseconds(1500)), ("0", .zero), ("250us", .microseconds(250)),
+        ("10ns", .nanoseconds(10)),
+    ])
+    func parses(text: String, expected: Duration) {
+        #expect(GoDuration.parse(text) == expected)
+    }
+
+    @Test(arguments: ["", "5", "s", "5x", "1h30", "--1s", "abc"])
+    func rejects(text: String) {
+        #expect(GoDuration.parse(text) == nil)
+    }
+
+    @Test func formats() {
+        #expect(GoDuration.format(.seconds(240)) == "4m")
+        #expect(GoDuration.format(.milliseconds(1500)) == "1500ms")
+        #expect(Duration.seconds(480).nanoseconds == 480_000_000_000)
+    }
+}
+
+@Suite struct HostPortTests {
+    @Test func parsesGoimForms() {
+        #expect(HostPort(":3101") == HostPort(host: "0.0.0.0", port: 3101))
+        #expect(HostPort("127.0.0.1:6379") == HostPort(host: "127.0.0.1", port: 6379))
+        #expect(HostPort("[::1]:3101") == HostPort(host: "::1", port: 3101))
+        #expect(HostPort("nats://nats:4222") == HostPort(host: "nats", port: 4222))
+        #expect(HostPort(":3119", defaultHost: "127.0.0.1") == HostPort(host: "127.0.0.1", port: 3119))
+        #expect(HostPort("3111") == nil)  // goim's default without a colon is not an address
+        #expect(HostPort("host:99999") == nil)
+    }
+}
+
+@Suite struct CometConfigurationTests {
+    @Test func defaultsAreGoims() throws {
+        let (config, unknown) = try CometConfiguration.load(path: nil, environment: [:])
+        #expect(config.tcp.bind == [HostPort(host: "0.0.0.0", port: 3101)])
+        #expect(config.websocket.bind == [HostPort(host: "0.0.0.0", port: 3102)])
+        #expect(config.websocket.tlsBind == [HostPort(host: "0.0.0.0", port: 3103)])
+        #expect(config.rpcServer.addr.port == 3109)
+        #expect(config.rpcClient.addrs == [HostPort(host: "127.0.0.1", port: 3119)])
+        #expect(config.proto.maxBodySize == 4096)
+        #expect(unknown.isEmpty)
+    }
+
+    @Test func readsGoimExampleFileWithCaseInsensitiveKeys() throws {
+        let toml = """
+            [tcp]
+                bind = [":3101"]
+                sndbuf = 4096
+                rcvbuf = 4096
+                keepalive = false
+                reader = 32
+                readBuf = 1024
+                readBufSize = 8192
+            [websocket]
+                Bind = [":4102"]
+                tlsOpen = false
+            [protocol]
+                HandshakeTimeout = "8s"
+            [whitelist]
+                Whitelist = [123]
+                WhiteLog  = "/tmp/white_list.log"
+            [bucket]
+                size = 32
+                routineAmount = 32
+            [typo]
+                x = 1
+            """
+        let reader = try ConfigReader(toml: toml, source: "comet.toml")
+        let config = try CometConfiguration(reader)
+        #expect(config.websocket.bind == [HostPort(host: "0.0.0.0", port: 4102)])
+        #expect(config.proto.handshakeTimeout == .seconds(8))
+        #expect(config.whitelist.whitelist == [123])
+        #expect(config.whitelist.whiteLog == "/tmp/white_list.log")
+        #expect(reader.unknownKeys == ["typo"])
+    }
+
+    @Test func environmentOverridesTheFile() throws {
+        let reader = try ConfigReader(
+            toml: "[tcp]\nbind = [\":3101\"]\n[env]\nhost = \"file\"\n",
+            environment: ["GOIM_TCP_BIND": ":4101, 127.0.0.1:4201", "GOIM_ENV_HOST": "comet-7", "GOIM_TCP_KEEPALIVE": "true",
+                          "GOIM_PROTOCOL_HANDSHAKETIMEOUT": "3s"])
+        let config = try CometConfiguration(reader)
+        #expect(config.tcp.bind == [HostPort(host: "0.0.0.0", port: 4101), HostPort(host: "127.0.0.1", port: 4201)])
+        #expect(config.env.host == "comet-7")
+        #expect(config.tcp.keepalive)
+        #expect(config.proto.handshakeTimeout == .seconds(3))
+    }
+
+    @Test func everyBadFieldIsNamed() throws {
+        let toml = """
+            [tcp]
+            bind = "nonsense"
+            sndbuf = "big"
+            [protocol]
+            handshakeTimeout = "soon"
+            slowConsumerPolicy = "ignore"
+            [websocket]
+            tlsOpen = true
+            """
+        let reader = try ConfigReader(toml: toml, source: "comet.toml")
+        do {
+            _ = try CometConfiguration(reader)
+            Issue.record("bad config accepted")
+        } catch {
+            let text = error.description
+            #expect(text.contains("tcp.bind"))
+            #expect(text.contains("tcp.sndbuf: expected an integer, found a string"))
+            #expect(text.contains("protocol.handshakeTimeout"))
+            #expect(text.contains("protocol.slowConsumerPolicy"))
+            #expect(text.contains("websocket.certFile"))
+        }
+    }
+
+    @Test func syntaxErrorsGiveLineAndColumn() {
+        #expect {
+            _ = try ConfigReader(toml: "[tcp\nbind = 1", source: "x.toml")
+        } throws: { error in
+            guard case .syntax(let path, let line, _, _) = error as? ConfigError else { return false }
+            return path == "x.toml" && line == 1
+        }
+    }
+
+    @Test func missingFileIsAClearError() {
+        #expect {
+            _ = try CometConfiguration.load(path: "/nonexistent/comet.toml", environment: [:])
+        } throws: { error in
+            (error as? ConfigError)?.description.contains("/nonexistent/comet.toml") == true
+        }
+    }
+}
+
+@Suite struct LogicAndJobConfigurationTests {
+    @Test func logicDefaults() throws {
+        let (config, _) = try LogicConfiguration.load(path: nil, environment: [:])
+        #expect(config.httpServer.addr.port == 3111)
+        #expect(config.rpcServer.addr.port == 3119)
+        #expect(config.sessionHeartbeat == .seconds(480))
+        #expect(config.redis.expire == .seconds(1800))
+        #expect(config.nats.subject(for: "room") == "goim.push.room")
+        #expect(config.backoff.jitter == 0.3)  // goim's code default 1.3 was a typo; its example says 0.3
+    }
+
+    @Test func logicRegionsAndJWTValidation() throws {
+        let toml = """
+            [regions]
+            "bj" = ["北京","天津"]
+            "sh" = ["上海"]
+            [auth]
+            mode = "jwt"
+            """
+        let reader = try ConfigReader(toml: toml)
+        #expect {
+            _ = try LogicConfiguration(reader)
+        } throws: { error in
+            (error as? ConfigError)?.description.contains("auth.jwtSecret") == true
+        }
+        let good = try LogicConfiguration(ConfigReader(toml: toml + "\njwtSecret = \"s\"\n"))
+        #expect(good.regions["bj"] == ["北京", "天津"])
+        #expect(good.auth.mode == "jwt")
+    }
+
+    @Test func redisExpireZeroIsRefused() throws {
+        // goim deleted every session at once with expire = 0 (bug 30).
+        #expect(throws: ConfigError.self) {
+            _ = try LogicConfiguration(ConfigReader(toml: "[redis]\nexpire = \"0s\"\n"))
+        }
+    }
+
+    @Test func jobDefaultsAndValidation() throws {
+        let (config, _) = try JobConfiguration.load(path: nil, environment: [:])
+        #expect(config.room.batch == 20)
+        #expect(config.room.signal == .seconds(1))
+        #expect(config.consumer.durable == "goim-job")
+        #expect(throws: ConfigError.self) {
+            _ = try JobConfiguration(ConfigReader(toml: "[room]\nbatch = 0\n"))
+        }
+    }
+
+    @Test func shippedConfigFilesLoad() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let configs = root.appendingPathComponent("configs")
+        for name in ["comet", "logic", "job"] {
+            let path = configs.appendingPathComponent("\(name).toml").path
+            guard FileManager.default.fileExists(atPath: path) else { continue }
+            let reader = try ConfigReader(path: path, environment: [:])
+            switch name {
+            case "comet": _ = try CometConfiguration(reader)
+            case "logic": _ = try LogicConfiguration(reader)
+            default: _ = try JobConfiguration(reader)
+            }
+            #expect(reader.unknownKeys == [], "\(name).toml has keys no field reads")
+        }
+    }
+}
