@@ -78,7 +78,7 @@ public final class ServerProcess: @unchecked Sendable {
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try Self.runWithSignalsUnblocked(process)
         lock.withLock { self.process = process }
 
         let deadline = ContinuousClock.now + timeout
@@ -105,6 +105,19 @@ public final class ServerProcess: @unchecked Sendable {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
+    }
+
+    /// Foundation's `Process` spawns the child with the calling thread's signal mask, and the threads Swift
+    /// concurrency runs on block nearly every signal: the server would then ignore SIGTERM (so `stop()` waited its
+    /// full 10 s and fell back to SIGKILL). Spawn with nothing blocked. Synchronous, so the thread cannot change
+    /// between setting and restoring the mask.
+    private static func runWithSignalsUnblocked(_ process: Process) throws {
+        var none = sigset_t()
+        var previous = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        try process.run()
     }
 
     /// Kills the process without letting it clean up (as a crash would).
