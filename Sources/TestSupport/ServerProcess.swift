@@ -71,7 +71,7 @@ public final class ServerProcess: @unchecked Sendable {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         }
         if !FileManager.default.fileExists(atPath: logURL.path) {
-            FileManager.default.createFile(atPath: logURL.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         }
         let log = try FileHandle(forWritingTo: logURL)
         log.seekToEndOfFile()
