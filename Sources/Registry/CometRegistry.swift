@@ -60,7 +60,7 @@ public struct CometRegistry: Sendable {
         var gone: [String] = []
         let decoder = JSONDecoder()
         for (hostname, record) in zip(hostnames, records) {
-            guard let bytes = record.bytes, let instance = try? decoder.decode(CometInstance.self, from: Data(buffer: bytes)) else {
+            guard let bytes = record.bytes, let instance = try? decoder.decode(CometInstance.self, from: Data(bytes.readableBytesView)) else {
                 gone.append(hostname)
                 continue
             }

@@ -19,8 +19,8 @@ public struct RegistrationService: Service {
     }
 
     public func run() async throws {
-        var registered = false
         await cancelWhenGracefulShutdown {
+            var registered = false
             while !Task.isCancelled {
                 let instance = snapshot()
                 do {

@@ -1,0 +1,250 @@
+import Foundation
+import GoIMConfig
+import GoIMRPC
+import Logging
+import Registry
+import ServiceLifecycle
+import Synchronization
+
+/// goim's weighted comet balancer (reference §4.5), as a value type.
+///
+/// Fixes: offline comets are never kept (and, as in goim, neither are instances without counts: every
+/// registry record has them); an update is always accepted, so a shrinking cluster stops advertising dead
+/// comets at once (goim bug 28); empty public addresses are dropped and an empty node list falls back to
+/// `node.defaultDomain` (bug 29); the region boost applies only when the client's region is known, never
+/// to comets registered without a region (bug 27).
+struct WeightedBalancer: Sendable {
+    struct Node: Sendable, Equatable {
+        var hostname: String
+        var region: String
+        var fixedWeight: Int64
+        /// Starts at the comet's reported connection count; the balancer adds one per client it sends there.
+        var currentConns: Int64
+        var currentWeight: Int64 = 0
+        var addrs: [String]
+        var updatedAt: Int64
+    }
+
+    static let minWeight: Int64 = 1
+    static let maxWeight: Int64 = 1 << 20
+    static let advertised = 5
+
+    private(set) var nodes: [Node] = []
+    private(set) var totalWeight: Int64 = 0
+    private(set) var totalConns: Int64 = 0
+
+    /// Replaces the node set with the online comets of `instances`. A comet whose record did not change
+    /// since the last update keeps its counter (goim: same hostname and `latest_timestamp`).
+    mutating func update(_ instances: [CometInstance]) {
+        var previous: [String: Node] = [:]
+        for node in nodes { previous[node.hostname] = node }
+        nodes = instances.filter { !$0.offline }.map { instance in
+            if let old = previous[instance.hostname], old.updatedAt == instance.updatedAt { return old }
+            return Node(
+                hostname: instance.hostname, region: instance.region, fixedWeight: Int64(instance.weight),
+                currentConns: Int64(instance.connCount),
+                addrs: instance.addrs.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
+                updatedAt: instance.updatedAt)
+        }
+        totalWeight = nodes.reduce(0) { $0 + $1.fixedWeight }
+        totalConns = nodes.reduce(0) { $0 + $1.currentConns }
+    }
+
+    /// One balancer pick: the (at most 5) best comets, highest weight first; counts one connection for the first.
+    mutating func pick(clientRegion: String, regionWeight: Double) -> [Node] {
+        guard !nodes.isEmpty else { return [] }
+        for index in nodes.indices {
+            let gain = !clientRegion.isEmpty && nodes[index].region == clientRegion ? regionWeight : 1
+            nodes[index].currentWeight = Self.weight(
+                fixedWeight: nodes[index].fixedWeight, currentConns: nodes[index].currentConns,
+                totalWeight: totalWeight, totalConns: totalConns, gain: gain)
+        }
+        // goim's sort.Slice is not stable; ties go by hostname here so that replies are reproducible.
+        nodes.sort { ($0.currentWeight, $1.hostname) > ($1.currentWeight, $0.hostname) }
+        nodes[0].currentConns += 1
+        totalConns += 1
+        return Array(nodes.prefix(Self.advertised))
+    }
+
+    /// goim's `calculateWeight`, with a guard against a zero total weight.
+    static func weight(fixedWeight: Int64, currentConns: Int64, totalWeight: Int64, totalConns: Int64, gain: Double) -> Int64 {
+        guard totalConns > 0 else { return 0 }
+        let gained = Double(fixedWeight) * gain
+        let total = totalWeight + Int64(gained) - fixedWeight
+        let weightRatio = total > 0 ? gained / Double(total) : 0
+        let connRatio = Double(currentConns) / Double(totalConns) * 0.5
+        let diff = weightRatio - connRatio
+        let multiple = diff * Double(totalConns)
+        let floor = multiple.rounded(.down)
+        // Nearest integer, an exact .5 rounding down (goim: floor - multiple >= -0.5).
+        let rounded = floor - multiple >= -0.5 ? floor : multiple.rounded(.up)
+        var weight = Int64(gained + rounded)
+        if diff < 0 {
+            weight = max(weight, minWeight)
+        } else {
+            weight = min(weight, maxWeight)
+        }
+        return weight
+    }
+}
+
+/// What Logic knows about the cluster, shared by the HTTP API and the gRPC service: the registry's comets
+/// (for `/goim/nodes/*` and the online totals), the balancer, and the cluster-wide room counts. Replaced as a
+/// whole by `OnlineRefresher` under a lock (goim read and wrote these without one, bug 21).
+public final class ClusterState: Sendable {
+    struct Snapshot: Sendable {
+        var instances: [CometInstance] = []
+        var balancer = WeightedBalancer()
+        var roomCount: [String: Int32] = [:]
+        var refreshed = false
+    }
+
+    private let state = Mutex(Snapshot())
+    let node: LogicConfiguration.Node
+    let backoff: LogicConfiguration.Backoff
+    let regions: [String: [String]]
+
+    public init(node: LogicConfiguration.Node, backoff: LogicConfiguration.Backoff, regions: [String: [String]]) {
+        self.node = node
+        self.backoff = backoff
+        self.regions = regions
+    }
+
+    /// Every comet in the registry (online or not).
+    public var instances: [CometInstance] { state.withLock { $0.instances } }
+
+    /// The comets goim would keep: online ones.
+    public var onlineInstances: [CometInstance] { state.withLock { $0.instances.filter { !$0.offline } } }
+
+    /// Cluster-wide room counts (room key → connections), as last recomputed.
+    public var roomCount: [String: Int32] { state.withLock { $0.roomCount } }
+
+    /// Whether one refresh has completed.
+    public var isRefreshed: Bool { state.withLock { $0.refreshed } }
+
+    public func update(instances: [CometInstance]) {
+        state.withLock { state in
+            state.instances = instances
+            state.balancer.update(instances)
+        }
+    }
+
+    public func update(roomCount: [String: Int32]) {
+        state.withLock { state in
+            state.roomCount = roomCount
+            state.refreshed = true
+        }
+    }
+
+    /// `/goim/online/total`: sums of the online comets' registry counts.
+    public var totals: (connCount: Int, ipCount: Int) {
+        state.withLock { state in
+            state.instances.filter { !$0.offline }.reduce(into: (connCount: 0, ipCount: 0)) { totals, instance in
+                totals.connCount += instance.connCount
+                totals.ipCount += instance.ipCount
+            }
+        }
+    }
+
+    /// The region of a client. goim's province lookup is a stub that always answers "" (bug 27); there is
+    /// no IP database here either, so the region is unknown and the region boost never applies.
+    func region(clientIP: String) -> String { "" }
+
+    /// `/goim/nodes/weighted` and the `Nodes` RPC.
+    public func nodes(platform: String, clientIP: String) -> Goim_Logic_NodesReply {
+        let clientRegion = region(clientIP: clientIP)
+        let picked = state.withLock { $0.balancer.pick(clientRegion: clientRegion, regionWeight: node.regionWeight) }
+        var reply = Goim_Logic_NodesReply()
+        reply.domain = node.defaultDomain
+        reply.tcpPort = Int32(clamping: node.tcpPort)
+        reply.wsPort = Int32(clamping: node.wsPort)
+        reply.wssPort = Int32(clamping: node.wssPort)
+        reply.heartbeat = Int32(clamping: node.heartbeat.components.seconds)
+        reply.heartbeatMax = Int32(clamping: node.heartbeatMax)
+        var backoffReply = Goim_Logic_Backoff()
+        backoffReply.maxDelay = Int32(clamping: backoff.maxDelay)
+        backoffReply.baseDelay = Int32(clamping: backoff.baseDelay)
+        backoffReply.factor = Float(backoff.factor)
+        backoffReply.jitter = Float(backoff.jitter)
+        reply.backoff = backoffReply
+        if platform == "web" {
+            reply.nodes = picked.map { $0.hostname + node.hostDomain }
+        } else {
+            reply.nodes = picked.flatMap(\.addrs)
+        }
+        if reply.nodes.isEmpty { reply.nodes = [node.defaultDomain] }
+        return reply
+    }
+}
+
+/// Recomputes `ClusterState` every `online.refresh` (and once at start): reads the registry, then every
+/// registered comet's `ol_<hostname>` in one round trip, drops (and deletes) counts older than
+/// `online.staleAfter`, and sums the rest per room. A failed round keeps the previous state.
+public struct OnlineRefresher: Service {
+    let registry: CometRegistry
+    let store: any OnlineStore
+    let cluster: ClusterState
+    let refresh: Duration
+    let staleAfter: Duration
+    let logger: Logger
+
+    public init(
+        registry: CometRegistry, store: any OnlineStore, cluster: ClusterState, refresh: Duration, staleAfter: Duration,
+        logger: Logger
+    ) {
+        self.registry = registry
+        self.store = store
+        self.cluster = cluster
+        self.refresh = refresh
+        self.staleAfter = staleAfter
+        self.logger = logger
+    }
+
+    /// One round; throws when Redis fails.
+    public func refreshNow(now: Int64 = Int64(Date().timeIntervalSince1970)) async throws {
+        let instances: [CometInstance]
+        do {
+            instances = try await registry.instances()
+        } catch {
+            throw LogicError.redis(error)
+        }
+        cluster.update(instances: instances)
+        let servers = instances.map(\.hostname)
+        let onlines = try await store.loadOnline(servers: servers)
+        var aggregate: [String: Int32] = [:]
+        var stale: [String] = []
+        for (server, online) in zip(servers, onlines) {
+            guard let online else { continue }
+            guard now - online.updated <= staleAfter.components.seconds else {
+                stale.append(server)
+                continue
+            }
+            for (room, count) in online.roomCount {
+                aggregate[room, default: 0] = aggregate[room, default: 0].addingReportingOverflow(count).overflow
+                    ? Int32.max : aggregate[room, default: 0] + count
+            }
+        }
+        if !stale.isEmpty {
+            logger.info("dropping stale online counts", metadata: ["goim.servers": "\(stale)"])
+            try await store.deleteOnline(servers: stale)
+        }
+        cluster.update(roomCount: aggregate)
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var failing = false
+            while !Task.isCancelled {
+                do {
+                    try await refreshNow()
+                    if failing { logger.info("online counts refreshed again") }
+                    failing = false
+                } catch {
+                    if !failing { logger.warning("online refresh failed; keeping the last counts", metadata: ["error": "\(error)"]) }
+                    failing = true
+                }
+                try? await Task.sleep(for: refresh)
+            }
+        }
+    }
+}

@@ -1,0 +1,356 @@
+import Foundation
+import GoIMRPC
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import Registry
+
+/// The request context of the HTTP API: Hummingbird's core storage plus the peer address (for
+/// `/goim/nodes/weighted`'s client IP).
+public struct LogicRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: NIOCore.SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.remoteAddress = source.channel.remoteAddress
+    }
+}
+
+/// goim's v2 HTTP API (reference §4.6): the routes, query parameters, raw body and JSON envelope
+/// `{"code":0,"message":""[,"data":...]}`, plus `GET /health`. Routing is a plain switch: ten fixed paths,
+/// and unknown paths or methods get gin's plain-text `404 page not found`.
+public struct LogicHTTPResponder: HTTPResponder {
+    public typealias Context = LogicRequestContext
+
+    let core: LogicCore
+    let maxBodySize: Int
+    let pushToken: String
+    /// Health probes (Redis, NATS) for `/health`.
+    let health: @Sendable () async -> [(name: String, error: String?)]
+
+    public init(core: LogicCore, maxBodySize: Int, pushToken: String) {
+        self.core = core
+        self.maxBodySize = maxBodySize
+        self.pushToken = pushToken
+        self.health = { [core] in
+            async let redis: String? = Self.probe { try await core.routing.ping() }
+            async let nats: String? = Self.probe { try await core.queue.ping() }
+            return [("redis", await redis), ("nats", await nats)]
+        }
+    }
+
+    private static func probe(_ body: () async throws -> Void) async -> String? {
+        do {
+            try await body()
+            return nil
+        } catch let error as LogicError {
+            return error.message
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        let path = request.uri.path
+        let method = request.method
+        do {
+            switch (method, path) {
+            case (.post, "/goim/push/keys"): return try await pushKeys(request)
+            case (.post, "/goim/push/mids"): return try await pushMids(request)
+            case (.post, "/goim/push/room"): return try await pushRoom(request)
+            case (.post, "/goim/push/all"): return try await pushAll(request)
+            case (.get, "/goim/online/top"): return try onlineTop(request)
+            case (.get, "/goim/online/room"): return try onlineRoom(request)
+            case (.get, "/goim/online/total"): return onlineTotal()
+            case (.get, "/goim/nodes/weighted"): return nodesWeighted(request, context: context)
+            case (.get, "/goim/nodes/instances"): return nodesInstances()
+            case (.get, "/health"): return await healthCheck()
+            default: return Self.notFound()
+            }
+        } catch let error as LogicError {
+            if error.code == -500 {
+                context.logger.warning("request failed", metadata: ["goim.path": "\(path)", "error": "\(error.message)"])
+            }
+            return Self.failure(error)
+        }
+    }
+
+    // MARK: - Push routes
+
+    private func pushKeys(_ request: Request) async throws -> Response {
+        try authorize(request)
+        let query = QueryParameters(request.uri.query)
+        let operation = try query.int32("operation", required: false)
+        let keys = query.list("keys")
+        guard !keys.isEmpty else { throw LogicError.badParameter(parameter: "keys", reason: "at least one key is required") }
+        let message = try await body(request)
+        try await core.pushKeys(operation: operation, keys: keys, message: message)
+        return Self.success(nil)
+    }
+
+    private func pushMids(_ request: Request) async throws -> Response {
+        try authorize(request)
+        let query = QueryParameters(request.uri.query)
+        let operation = try query.int32("operation", required: false)
+        let mids = try query.list("mids").map { text -> Int64 in
+            guard let mid = Int64(text) else {
+                throw LogicError.badParameter(parameter: "mids", reason: "\(Self.quoted(text)) is not an int64")
+            }
+            return mid
+        }
+        guard !mids.isEmpty else { throw LogicError.badParameter(parameter: "mids", reason: "at least one mid is required") }
+        let message = try await body(request)
+        try await core.pushMids(operation: operation, mids: mids, message: message)
+        return Self.success(nil)
+    }
+
+    private func pushRoom(_ request: Request) async throws -> Response {
+        try authorize(request)
+        let query = QueryParameters(request.uri.query)
+        let operation = try query.int32("operation", required: true)
+        let type = try query.string("type", required: true)
+        let room = try query.string("room", required: true)
+        let message = try await body(request)
+        try await core.pushRoom(operation: operation, type: type, room: room, message: message)
+        return Self.success(nil)
+    }
+
+    private func pushAll(_ request: Request) async throws -> Response {
+        try authorize(request)
+        let query = QueryParameters(request.uri.query)
+        let operation = try query.int32("operation", required: true)
+        let speed = try query.int32("speed", required: false)
+        guard speed >= 0 else { throw LogicError.badParameter(parameter: "speed", reason: "must not be negative") }
+        let message = try await body(request)
+        try await core.pushAll(operation: operation, speed: speed, message: message)
+        return Self.success(nil)
+    }
+
+    /// `Authorization: Bearer <httpServer.pushToken>` when a token is configured.
+    private func authorize(_ request: Request) throws {
+        guard !pushToken.isEmpty else { return }
+        guard let header = request.headers[.authorization] else {
+            throw LogicError.unauthorized("authorization: the push API requires \"Authorization: Bearer <token>\"")
+        }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer",
+            Self.constantTimeEquals(Array(parts[1].trimmingCharacters(in: .whitespaces).utf8), Array(pushToken.utf8))
+        else {
+            throw LogicError.unauthorized("authorization: the bearer token is not valid")
+        }
+    }
+
+    private static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for (x, y) in zip(a, b) { difference |= x ^ y }
+        return difference == 0
+    }
+
+    /// The raw body, at most `maxBodySize` bytes.
+    private func body(_ request: Request) async throws -> Data {
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBodySize {
+            throw LogicError.bodyTooLarge(limit: maxBodySize)
+        }
+        var buffer = ByteBuffer()
+        do {
+            for try await chunk in request.body {
+                guard buffer.readableBytes + chunk.readableBytes <= maxBodySize else {
+                    throw LogicError.bodyTooLarge(limit: maxBodySize)
+                }
+                var chunk = chunk
+                buffer.writeBuffer(&chunk)
+            }
+        } catch let error as LogicError {
+            throw error
+        } catch {
+            throw LogicError.bodyUnreadable("\(error)")
+        }
+        return Data(buffer.readableBytesView)
+    }
+
+    // MARK: - Online and nodes
+
+    private func onlineTop(_ request: Request) throws -> Response {
+        let query = QueryParameters(request.uri.query)
+        let type = try query.string("type", required: true)
+        let limit = try query.int("limit", required: true)
+        guard limit > 0 else { throw LogicError.badParameter(parameter: "limit", reason: "must be a positive integer") }
+        let tops = core.onlineTop(type: type, limit: limit)
+        return Self.success(.array(tops.map { .object([("room_id", .string($0.roomID)), ("count", .integer($0.count))]) }))
+    }
+
+    private func onlineRoom(_ request: Request) throws -> Response {
+        let query = QueryParameters(request.uri.query)
+        let type = try query.string("type", required: true)
+        let rooms = query.list("rooms")
+        guard !rooms.isEmpty else { throw LogicError.badParameter(parameter: "rooms", reason: "at least one room is required") }
+        let counts = core.onlineRoom(type: type, rooms: rooms)
+        return Self.success(.map(counts.mapValues { .integer($0) }))
+    }
+
+    private func onlineTotal() -> Response {
+        let totals = core.cluster.totals
+        return Self.success(.map(["conn_count": .integer(totals.connCount), "ip_count": .integer(totals.ipCount)]))
+    }
+
+    private func nodesWeighted(_ request: Request, context: Context) -> Response {
+        let query = QueryParameters(request.uri.query)
+        let platform = query.first("platform") ?? ""
+        let reply = core.cluster.nodes(platform: platform, clientIP: Self.clientIP(request, context: context))
+        return Self.success(Self.json(reply))
+    }
+
+    private func nodesInstances() -> Response {
+        let instances = core.cluster.onlineInstances
+        guard !instances.isEmpty else { return Self.success(.null) }
+        return Self.success(.array(instances.map(Self.discoveryJSON)))
+    }
+
+    private func healthCheck() async -> Response {
+        let results = await health()
+        let healthy = results.allSatisfy { $0.error == nil }
+        var entries: [(String, GoJSON)] = [("status", .string(healthy ? "ok" : "unavailable"))]
+        for result in results { entries.append((result.name, .string(result.error ?? "ok"))) }
+        return Self.json(.object(entries), status: healthy ? .ok : .serviceUnavailable)
+    }
+
+    /// gin's `ClientIP()`: the first `X-Forwarded-For` entry, `X-Real-Ip`, or the peer address.
+    static func clientIP(_ request: Request, context: Context) -> String {
+        if let forwarded = request.headers[HTTPField.Name("X-Forwarded-For")!]?.split(separator: ",").first {
+            let ip = forwarded.trimmingCharacters(in: .whitespaces)
+            if !ip.isEmpty { return ip }
+        }
+        if let real = request.headers[HTTPField.Name("X-Real-Ip")!]?.trimmingCharacters(in: .whitespaces), !real.isEmpty {
+            return real
+        }
+        return context.remoteAddress?.ipAddress ?? ""
+    }
+
+    // MARK: - JSON
+
+    /// `NodesReply` as goim's JSON: field order, zero and empty fields omitted.
+    static func json(_ reply: Goim_Logic_NodesReply) -> GoJSON {
+        var entries: [(String, GoJSON)] = []
+        if !reply.domain.isEmpty { entries.append(("domain", .string(reply.domain))) }
+        if reply.tcpPort != 0 { entries.append(("tcp_port", .integer(reply.tcpPort))) }
+        if reply.wsPort != 0 { entries.append(("ws_port", .integer(reply.wsPort))) }
+        if reply.wssPort != 0 { entries.append(("wss_port", .integer(reply.wssPort))) }
+        if reply.heartbeat != 0 { entries.append(("heartbeat", .integer(reply.heartbeat))) }
+        if !reply.nodes.isEmpty { entries.append(("nodes", .array(reply.nodes.map { .string($0) }))) }
+        if reply.hasBackoff {
+            var backoff: [(String, GoJSON)] = []
+            if reply.backoff.maxDelay != 0 { backoff.append(("max_delay", .integer(reply.backoff.maxDelay))) }
+            if reply.backoff.baseDelay != 0 { backoff.append(("base_delay", .integer(reply.backoff.baseDelay))) }
+            if reply.backoff.factor != 0 { backoff.append(("factor", .float32(reply.backoff.factor))) }
+            if reply.backoff.jitter != 0 { backoff.append(("jitter", .float32(reply.backoff.jitter))) }
+            entries.append(("backoff", .object(backoff)))
+        }
+        if reply.heartbeatMax != 0 { entries.append(("heartbeat_max", .integer(reply.heartbeatMax))) }
+        return .object(entries)
+    }
+
+    /// A registry record in the shape of goim's Discovery instance (`naming.Instance`).
+    static func discoveryJSON(_ instance: CometInstance) -> GoJSON {
+        .object([
+            ("region", .string(instance.region)),
+            ("zone", .string(instance.zone)),
+            ("env", .string("")),
+            ("appid", .string("goim.comet")),
+            ("hostname", .string(instance.hostname)),
+            ("addrs", .array(instance.rpcAddress.isEmpty ? [] : [.string("grpc://\(instance.rpcAddress)")])),
+            ("version", .string("")),
+            ("latest_timestamp", .integer(instance.updatedAt)),
+            (
+                "metadata",
+                .map([
+                    "addrs": .string(instance.addrs.joined(separator: ",")),
+                    "conn_count": .string(String(instance.connCount)),
+                    "ip_count": .string(String(instance.ipCount)),
+                    "offline": .string(String(instance.offline)),
+                    "weight": .string(String(instance.weight)),
+                ])
+            ),
+        ])
+    }
+
+    // MARK: - Responses
+
+    static func envelope(code: Int, message: String, data: GoJSON?) -> GoJSON {
+        var entries: [(String, GoJSON)] = [("code", .integer(code)), ("message", .string(message))]
+        if let data { entries.append(("data", data)) }
+        return .object(entries)
+    }
+
+    static func success(_ data: GoJSON?) -> Response {
+        json(envelope(code: 0, message: "", data: data), status: .ok)
+    }
+
+    /// -400 and -401 carry their HTTP status; -500 is sent with 200, as goim does.
+    static func failure(_ error: LogicError) -> Response {
+        let status: HTTPResponse.Status =
+            switch error.code {
+            case -400: .badRequest
+            case -401: .unauthorized
+            default: .ok
+            }
+        return json(envelope(code: error.code, message: error.message, data: nil), status: status)
+    }
+
+    static func json(_ value: GoJSON, status: HTTPResponse.Status) -> Response {
+        let text = value.encoded()
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8", .contentLength: String(text.utf8.count)],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func notFound() -> Response {
+        Response(
+            status: .notFound, headers: [.contentType: "text/plain", .contentLength: "18"],
+            body: .init(byteBuffer: ByteBuffer(string: "404 page not found")))
+    }
+
+    static func quoted(_ text: String) -> String { GoJSON.string(text).encoded() }
+}
+
+extension QueryParameters {
+    /// A string parameter; `required` means present and non-empty (gin's `binding:"required"`).
+    func string(_ name: String, required: Bool) throws -> String {
+        let value = first(name) ?? ""
+        if required && value.isEmpty {
+            throw LogicError.badParameter(parameter: name, reason: "required parameter is missing or empty")
+        }
+        return value
+    }
+
+    /// An int32 parameter; empty means 0 (as gin); `required` means non-zero (gin's `binding:"required"`).
+    func int32(_ name: String, required: Bool) throws -> Int32 {
+        let value = try integer(name, required: required, as: Int32.self)
+        return value
+    }
+
+    func int(_ name: String, required: Bool) throws -> Int {
+        try integer(name, required: required, as: Int.self)
+    }
+
+    private func integer<I: FixedWidthInteger>(_ name: String, required: Bool, as type: I.Type) throws -> I {
+        let text = first(name) ?? ""
+        let value: I
+        if text.isEmpty {
+            value = 0
+        } else if let parsed = I(text) {
+            value = parsed
+        } else {
+            let kind = I.self == Int32.self ? "int32" : "integer"
+            throw LogicError.badParameter(parameter: name, reason: "\(LogicHTTPResponder.quoted(text)) is not a valid \(kind)")
+        }
+        if required && value == 0 {
+            throw LogicError.badParameter(
+                parameter: name, reason: text.isEmpty ? "required parameter is missing" : "required, must not be 0")
+        }
+        return value
+    }
+}

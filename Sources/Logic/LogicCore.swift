@@ -1,0 +1,215 @@
+import Foundation
+import GoIMConfig
+import GoIMProtocol
+import GoIMRPC
+import Logging
+
+/// Logic's operations, shared by the gRPC service (comets) and the HTTP API (applications). Everything it
+/// touches sits behind a protocol: `RoutingStore` / `OnlineStore` (Redis), `PushQueue` (NATS JetStream),
+/// `Authenticator` (goim body or JWT) and `ClusterState` (registry + balancer + room counts).
+public struct LogicCore: Sendable {
+    public let routing: any RoutingStore
+    public let online: any OnlineStore
+    public let queue: any PushQueue
+    public let authenticator: any Authenticator
+    public let cluster: ClusterState
+    /// `node.heartbeat × node.heartbeatMax`: the idle timeout handed to comets in `ConnectReply`.
+    public let sessionHeartbeat: Duration
+    let logger: Logger
+
+    public init(
+        routing: any RoutingStore, online: any OnlineStore, queue: any PushQueue, authenticator: any Authenticator,
+        cluster: ClusterState, sessionHeartbeat: Duration, logger: Logger
+    ) {
+        self.routing = routing
+        self.online = online
+        self.queue = queue
+        self.authenticator = authenticator
+        self.cluster = cluster
+        self.sessionHeartbeat = sessionHeartbeat
+        self.logger = logger
+    }
+
+    // MARK: - Sessions (gRPC from comets)
+
+    /// Authenticates the auth body and stores the routing. As in goim, a Redis failure here is only logged:
+    /// the client still connects (it gets room messages and broadcasts; key/mid pushes find it after its
+    /// next session refresh).
+    public func connect(server: String, cookie: String, token: [UInt8]) async throws -> AuthBody {
+        guard !server.isEmpty else { throw LogicError.badParameter(parameter: "server", reason: "required") }
+        var body = try await authenticator.authenticate(token: token, cookie: cookie)
+        if body.key.isEmpty { body.key = UUID().uuidString.lowercased() }
+        do {
+            try await routing.addMapping(mid: body.mid, key: body.key, server: server)
+        } catch {
+            logger.warning(
+                "connect: storing the session failed",
+                metadata: ["goim.mid": "\(body.mid)", "goim.key": "\(body.key)", "goim.server": "\(server)", "error": "\(error)"])
+        }
+        logger.debug(
+            "connected",
+            metadata: ["goim.mid": "\(body.mid)", "goim.key": "\(body.key)", "goim.server": "\(server)", "goim.room": "\(body.roomID)"])
+        return body
+    }
+
+    public func disconnect(mid: Int64, key: String, server: String) async throws -> Bool {
+        try await routing.deleteMapping(mid: mid, key: key, server: server)
+    }
+
+    public func heartbeat(mid: Int64, key: String, server: String) async throws {
+        try await routing.refreshMapping(mid: mid, key: key, server: server)
+    }
+
+    /// Stores the comet's room counts and answers the cluster-wide counts (as last recomputed).
+    public func renewOnline(server: String, roomCount: [String: Int32]) async throws -> [String: Int32] {
+        guard !server.isEmpty else { throw LogicError.badParameter(parameter: "server", reason: "required") }
+        let updated = Int64(Date().timeIntervalSince1970)
+        try await online.storeOnline(ServerOnline(server: server, roomCount: roomCount, updated: updated))
+        return cluster.roomCount
+    }
+
+    /// An upstream client message: published for the application on `nats.receiveSubject`.
+    public func receive(_ request: Goim_Logic_ReceiveReq) async throws {
+        try await queue.publishUpstream(request)
+    }
+
+    // MARK: - Pushes (HTTP from applications)
+
+    /// Looks up each key's comet (one MGET), then one PUSH message per comet. Unknown keys are skipped.
+    public func pushKeys(operation: Int32, keys: [String], message: Data) async throws {
+        var unique: [String] = []
+        var seen: Set<String> = []
+        for key in keys where !key.isEmpty && seen.insert(key).inserted { unique.append(key) }
+        let servers = try await routing.servers(forKeys: unique)
+        var groups: [(server: String, keys: [String])] = []
+        var index: [String: Int] = [:]
+        for (key, server) in zip(unique, servers) {
+            guard let server else { continue }
+            if let position = index[server] {
+                groups[position].keys.append(key)
+            } else {
+                index[server] = groups.count
+                groups.append((server, [key]))
+            }
+        }
+        try await publish(groups: groups, operation: operation, message: message)
+    }
+
+    /// Looks up every session of the members (one pipelined HGETALL), then one PUSH message per comet.
+    public func pushMids(operation: Int32, mids: [Int64], message: Data) async throws {
+        var unique: [Int64] = []
+        var seen: Set<Int64> = []
+        for mid in mids where seen.insert(mid).inserted { unique.append(mid) }
+        let sessions = try await routing.sessions(forMids: unique)
+        var groups: [(server: String, keys: [String])] = []
+        var index: [String: Int] = [:]
+        var seenKeys: Set<String> = []
+        for session in sessions where seenKeys.insert(session.key).inserted {
+            if let position = index[session.server] {
+                groups[position].keys.append(session.key)
+            } else {
+                index[session.server] = groups.count
+                groups.append((session.server, [session.key]))
+            }
+        }
+        try await publish(groups: groups, operation: operation, message: message)
+    }
+
+    /// One ROOM message for `<type>://<room>`.
+    public func pushRoom(operation: Int32, type: String, room: String, message: Data) async throws {
+        var push = Goim_Logic_PushMsg()
+        push.type = .room
+        push.operation = operation
+        push.room = Self.roomKey(type: type, room: room)
+        push.msg = message
+        try await queue.publish(push)
+    }
+
+    /// One BROADCAST message.
+    public func pushAll(operation: Int32, speed: Int32, message: Data) async throws {
+        var push = Goim_Logic_PushMsg()
+        push.type = .broadcast
+        push.operation = operation
+        push.speed = speed
+        push.msg = message
+        try await queue.publish(push)
+    }
+
+    /// Publishes one PUSH message per comet, all at once, and returns when every one was acknowledged.
+    /// Failures are collected: the error names the comets whose group was not queued.
+    func publish(groups: [(server: String, keys: [String])], operation: Int32, message: Data) async throws {
+        let messages = groups.map { group -> Goim_Logic_PushMsg in
+            var push = Goim_Logic_PushMsg()
+            push.type = .push
+            push.operation = operation
+            push.server = group.server
+            push.keys = group.keys
+            push.msg = message
+            return push
+        }
+        switch messages.count {
+        case 0: return
+        case 1: try await queue.publish(messages[0])
+        default:
+            let queue = self.queue
+            let failures = await withTaskGroup(of: (String, String)?.self) { group in
+                for push in messages {
+                    group.addTask {
+                        do {
+                            try await queue.publish(push)
+                            return nil
+                        } catch {
+                            return (push.server, (error as? LogicError)?.message ?? "\(error)")
+                        }
+                    }
+                }
+                var failures: [(String, String)] = []
+                for await failure in group {
+                    if let failure { failures.append(failure) }
+                }
+                return failures.sorted { $0.0 < $1.0 }
+            }
+            guard let first = failures.first else { return }
+            if failures.count == messages.count { throw LogicError.queueUnavailable(Self.stripPrefix(first.1)) }
+            throw LogicError.partialPush(failed: failures.map(\.0), reason: Self.stripPrefix(first.1))
+        }
+    }
+
+    private static func stripPrefix(_ message: String) -> String {
+        let prefix = "nats unavailable: "
+        return message.hasPrefix(prefix) ? String(message.dropFirst(prefix.count)) : message
+    }
+
+    /// goim's room key: `<type>://<room>`.
+    public static func roomKey(type: String, room: String) -> String { "\(type)://\(room)" }
+
+    // MARK: - Online counts and nodes (HTTP)
+
+    /// `/goim/online/top`: rooms of `type` (room keys starting with exactly `<type>://`, goim bug 26), by
+    /// count, highest first (ties by room id), at most `limit`.
+    public func onlineTop(type: String, limit: Int) -> [(roomID: String, count: Int32)] {
+        let prefix = "\(type)://"
+        var tops: [(roomID: String, count: Int32)] = []
+        for (key, count) in cluster.roomCount where key.hasPrefix(prefix) {
+            tops.append((Self.roomID(fromKey: key, prefixLength: prefix.count), count))
+        }
+        tops.sort { ($0.count, $1.roomID) > ($1.count, $0.roomID) }
+        return Array(tops.prefix(max(0, limit)))
+    }
+
+    /// The host part of a room key as Go's `url.Parse(key).Host` gives it for goim's room keys.
+    static func roomID(fromKey key: String, prefixLength: Int) -> String {
+        var rest = key.dropFirst(prefixLength)
+        if let end = rest.firstIndex(where: { "/?#".contains($0) }) { rest = rest[..<end] }
+        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+        return String(rest)
+    }
+
+    /// `/goim/online/room`: each room's cluster-wide count (0 when unknown).
+    public func onlineRoom(type: String, rooms: [String]) -> [String: Int32] {
+        let counts = cluster.roomCount
+        var result: [String: Int32] = [:]
+        for room in rooms { result[room] = counts[Self.roomKey(type: type, room: room)] ?? 0 }
+        return result
+    }
+}

@@ -1,0 +1,123 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GoIMConfig
+import GoIMRPC
+import Logging
+import ServiceLifecycle
+
+/// `goim.logic.Logic`, the service comets call (reference §4.1–4.2).
+public struct LogicRPCService: Goim_Logic_Logic.SimpleServiceProtocol {
+    let core: LogicCore
+    let logger: Logger
+
+    public init(core: LogicCore, logger: Logger) {
+        self.core = core
+        self.logger = logger
+    }
+
+    public func connect(request: Goim_Logic_ConnectReq, context: ServerContext) async throws -> Goim_Logic_ConnectReply {
+        let body = try await rpc("Connect") {
+            try await core.connect(server: request.server, cookie: request.cookie, token: [UInt8](request.token))
+        }
+        var reply = Goim_Logic_ConnectReply()
+        reply.mid = body.mid
+        reply.key = body.key
+        reply.roomID = body.roomID
+        reply.accepts = body.accepts
+        reply.heartbeat = Self.nanoseconds(core.sessionHeartbeat)
+        return reply
+    }
+
+    public func disconnect(request: Goim_Logic_DisconnectReq, context: ServerContext) async throws -> Goim_Logic_DisconnectReply {
+        var reply = Goim_Logic_DisconnectReply()
+        reply.has = try await rpc("Disconnect") {
+            try await core.disconnect(mid: request.mid, key: request.key, server: request.server)
+        }
+        return reply
+    }
+
+    public func heartbeat(request: Goim_Logic_HeartbeatReq, context: ServerContext) async throws -> Goim_Logic_HeartbeatReply {
+        try await rpc("Heartbeat") {
+            try await core.heartbeat(mid: request.mid, key: request.key, server: request.server)
+        }
+        return Goim_Logic_HeartbeatReply()
+    }
+
+    public func renewOnline(request: Goim_Logic_OnlineReq, context: ServerContext) async throws -> Goim_Logic_OnlineReply {
+        var reply = Goim_Logic_OnlineReply()
+        reply.allRoomCount = try await rpc("RenewOnline") {
+            try await core.renewOnline(server: request.server, roomCount: request.roomCount)
+        }
+        return reply
+    }
+
+    public func receive(request: Goim_Logic_ReceiveReq, context: ServerContext) async throws -> Goim_Logic_ReceiveReply {
+        try await rpc("Receive") { try await core.receive(request) }
+        return Goim_Logic_ReceiveReply()
+    }
+
+    public func nodes(request: Goim_Logic_NodesReq, context: ServerContext) async throws -> Goim_Logic_NodesReply {
+        core.cluster.nodes(platform: request.platform, clientIP: request.clientIp)
+    }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
+    /// Runs `body`, turning a `LogicError` into the matching `RPCError` (and logging server-side failures).
+    private func rpc<T: Sendable>(_ method: String, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as LogicError {
+            let code: RPCError.Code
+            switch error {
+            case .authenticationFailed, .unauthorized: code = .unauthenticated
+            case .badParameter, .bodyTooLarge, .bodyUnreadable: code = .invalidArgument
+            case .redisUnavailable, .queueUnavailable, .partialPush: code = .unavailable
+            }
+            if code == .unavailable {
+                logger.warning("\(method) failed", metadata: ["error": "\(error.message)"])
+            }
+            throw RPCError(code: code, message: error.message)
+        }
+    }
+}
+
+/// The gRPC listener as a `Service`: serves until graceful shutdown, then lets in-flight calls finish.
+///
+/// Server settings for goim's comets: gzip request decompression (goim's comet compresses `RenewOnline`),
+/// client keepalive pings every 10 s tolerated even without calls (goim bug 32), and
+/// `rpcServer.maxReceiveMessageSize`.
+public final class GRPCServerService: Service {
+    public let server: GRPCServer<HTTP2ServerTransport.Posix>
+
+    /// `acceptCompressed: false` refuses compressed requests (only useful to test that clients compress).
+    public init(
+        address: HostPort, maxReceiveMessageSize: Int, services: [any RegistrableRPCService], acceptCompressed: Bool = true
+    ) {
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        config.compression.enabledAlgorithms = acceptCompressed ? [.gzip, .deflate] : .none
+        config.connection.keepalive.clientBehavior = .init(minPingIntervalWithoutCalls: .seconds(5), allowWithoutCalls: true)
+        config.rpc.maxRequestPayloadSize = maxReceiveMessageSize
+        let socketAddress: GRPCNIOTransportCore.SocketAddress =
+            address.host.contains(":") ? .ipv6(host: address.host, port: address.port) : .ipv4(host: address.host, port: address.port)
+        server = GRPCServer(
+            transport: .http2NIOPosix(address: socketAddress, transportSecurity: .plaintext, config: config),
+            services: services)
+    }
+
+    /// The bound port once listening (useful with port 0); nil if the server stopped.
+    public func listeningPort() async throws -> Int? {
+        let address = try await server.listeningAddress
+        return address?.ipv4?.port ?? address?.ipv6?.port
+    }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await server.serve()
+        } onGracefulShutdown: {
+            self.server.beginGracefulShutdown()
+        }
+    }
+}

@@ -1,0 +1,199 @@
+import GoIMConfig
+import GoIMRPC
+import Logging
+import NATS
+import ServiceLifecycle
+import Synchronization
+
+/// Where Logic hands pushes to Job: goim's `PushMsg`, one message per comet for key/mid pushes.
+public protocol PushQueue: Sendable {
+    /// Publishes `message` on the subject of its type and returns once the queue acknowledged it.
+    func publish(_ message: Goim_Logic_PushMsg) async throws
+    /// Publishes an upstream client message (goim's `Receive`) for the application. Not persisted.
+    func publishUpstream(_ request: Goim_Logic_ReceiveReq) async throws
+    /// Round-trips to the queue (health check).
+    func ping() async throws
+}
+
+/// `PushQueue` on NATS JetStream: one stream (`nats.stream`, subjects `<nats.subject>.>`, file storage) that
+/// is created or updated when the connection comes up, so a Job restart loses nothing. Pushes go to
+/// `<nats.subject>.push|room|broadcast` as protobuf `goim.logic.PushMsg`; a publish returns after the
+/// stream's ack.
+///
+/// As a `Service` it connects in `run()` (retrying every second while NATS is unreachable, so Logic can
+/// start before NATS), and drains the connection on graceful shutdown. Until connected every publish fails
+/// with `LogicError.queueUnavailable`.
+public final class JetStreamPushQueue: PushQueue, Service {
+    public let configuration: NATSSection
+    public let clientName: String
+    let logger: Logger
+    private let state = Mutex<State>(State())
+
+    private struct State {
+        var connection: NATSConnection?
+        var jetStream: JetStream?
+        var lastError = "not connected yet"
+    }
+
+    public init(configuration: NATSSection, clientName: String = "goim-logic", logger: Logger) {
+        self.configuration = configuration
+        self.clientName = clientName
+        self.logger = logger
+    }
+
+    /// The stream Logic publishes into.
+    public var streamConfiguration: StreamConfiguration {
+        StreamConfiguration(
+            name: configuration.stream, subjects: ["\(configuration.subject).>"], storage: .file,
+            maxAge: configuration.maxAge, maxBytes: Int64(configuration.maxBytes), replicas: configuration.replicas)
+    }
+
+    var natsConfiguration: NATSConfiguration {
+        var nats = NATSConfiguration(
+            urls: configuration.urls, name: clientName, connectTimeout: configuration.connectTimeout,
+            user: configuration.user.isEmpty ? nil : configuration.user,
+            password: configuration.password.isEmpty ? nil : configuration.password,
+            token: configuration.token.isEmpty ? nil : configuration.token)
+        // A JetStream publish holds one of these threads until the stream's ack: they bound how many
+        // pushes wait for their ack at once.
+        nats.blockingThreads = Self.publishConcurrency
+        return nats
+    }
+
+    /// Pushes waiting for their JetStream ack at once (per Logic process).
+    static let publishConcurrency = 32
+
+    /// Connects and sets up the stream once; throws when NATS is unreachable. `run()` calls it until it works.
+    public func connect() async throws {
+        let connection = try await NATSConnection.connect(natsConfiguration, logger: logger)
+        do {
+            let jetStream = try connection.jetStream(requestTimeout: .seconds(5))
+            try await jetStream.createOrUpdateStream(streamConfiguration)
+            let old = state.withLock { state -> NATSConnection? in
+                defer {
+                    state.connection = connection
+                    state.jetStream = jetStream
+                    state.lastError = ""
+                }
+                return state.connection
+            }
+            if let old { await old.close() }
+            logger.info(
+                "NATS connected, JetStream stream ready",
+                metadata: ["goim.nats.stream": "\(configuration.stream)", "goim.nats.subjects": "\(configuration.subject).>"])
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    public var isConnected: Bool {
+        state.withLock { $0.connection?.isConnected ?? false }
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var attempt = 0
+            while !Task.isCancelled {
+                do {
+                    try await self.connect()
+                    return
+                } catch {
+                    attempt += 1
+                    self.state.withLock { $0.lastError = "\(error)" }
+                    if attempt == 1 || attempt % 30 == 0 {
+                        self.logger.warning("cannot reach NATS; retrying every second", metadata: ["error": "\(error)"])
+                    }
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+        }
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    /// Drains and closes the connection; later publishes fail.
+    public func shutdown() async {
+        let connection = state.withLock { state -> NATSConnection? in
+            defer {
+                state.connection = nil
+                state.jetStream = nil
+                state.lastError = "shut down"
+            }
+            return state.connection
+        }
+        if let connection { try? await connection.drain(timeout: .seconds(5)) }
+    }
+
+    private func current() throws -> (NATSConnection, JetStream) {
+        try state.withLock { state in
+            guard let connection = state.connection, let jetStream = state.jetStream else {
+                throw LogicError.queueUnavailable("not connected to NATS at \(configuration.urls.joined(separator: ",")): \(state.lastError)")
+            }
+            return (connection, jetStream)
+        }
+    }
+
+    public func subject(for type: Goim_Logic_PushMsg.TypeEnum) -> String {
+        switch type {
+        case .push: configuration.subject(for: "push")
+        case .room: configuration.subject(for: "room")
+        case .broadcast: configuration.subject(for: "broadcast")
+        case .UNRECOGNIZED(let value): configuration.subject(for: "type\(value)")
+        }
+    }
+
+    public func publish(_ message: Goim_Logic_PushMsg) async throws {
+        let (connection, jetStream) = try current()
+        guard connection.isConnected else {
+            throw LogicError.queueUnavailable("NATS connection lost (reconnecting to \(configuration.urls.joined(separator: ",")))")
+        }
+        let payload: [UInt8]
+        do {
+            payload = try message.serializedBytes()
+        } catch {
+            throw LogicError.queueUnavailable("cannot encode PushMsg: \(error)")
+        }
+        let subject = subject(for: message.type)
+        do {
+            _ = try await jetStream.publish(subject, payload: payload)
+        } catch let error as NATSError where error.code == .noResponders {
+            // The stream is gone (a NATS server that lost its store): set it up again and retry once.
+            logger.warning("JetStream stream missing; creating it again", metadata: ["goim.nats.stream": "\(configuration.stream)"])
+            do {
+                try await jetStream.createOrUpdateStream(streamConfiguration)
+                _ = try await jetStream.publish(subject, payload: payload)
+            } catch {
+                throw LogicError.queueUnavailable("\(error)")
+            }
+        } catch {
+            throw LogicError.queueUnavailable("\(error)")
+        }
+    }
+
+    public func publishUpstream(_ request: Goim_Logic_ReceiveReq) async throws {
+        let (connection, _) = try current()
+        let payload: [UInt8]
+        do {
+            payload = try request.serializedBytes()
+        } catch {
+            throw LogicError.queueUnavailable("cannot encode ReceiveReq: \(error)")
+        }
+        do {
+            try await connection.publish(
+                configuration.receiveSubject, payload: payload,
+                headers: ["Goim-Mid": String(request.mid), "Goim-Operation": String(request.proto.op)])
+        } catch {
+            throw LogicError.queueUnavailable("\(error)")
+        }
+    }
+
+    public func ping() async throws {
+        let (connection, _) = try current()
+        do {
+            try await connection.flush(timeout: .seconds(1))
+        } catch {
+            throw LogicError.queueUnavailable("\(error)")
+        }
+    }
+}

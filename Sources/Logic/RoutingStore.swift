@@ -1,0 +1,283 @@
+import Foundation
+import GoIMProtocol
+import NIOCore
+import Redis
+
+/// Where sessions live: which comet (server) holds a connection key, and which keys a member (mid) has.
+/// goim's names and types: `mid_<mid>` hash key → server, `key_<key>` string → server, both with a TTL.
+public protocol RoutingStore: Sendable {
+    /// Stores a new session (Connect).
+    func addMapping(mid: Int64, key: String, server: String) async throws
+    /// Refreshes a session's expiry and re-creates it if it expired (Heartbeat). Returns whether
+    /// `key_<key>` still existed.
+    @discardableResult
+    func refreshMapping(mid: Int64, key: String, server: String) async throws -> Bool
+    /// Removes a session (Disconnect), but only the parts that still point at `server` (goim bug 1).
+    /// Returns whether `key_<key>` was removed.
+    @discardableResult
+    func deleteMapping(mid: Int64, key: String, server: String) async throws -> Bool
+    /// The server of each key, in order; nil for an unknown key. One round trip.
+    func servers(forKeys keys: [String]) async throws -> [String?]
+    /// Every session of the given members, in member order. One round trip.
+    func sessions(forMids mids: [Int64]) async throws -> [Session]
+    /// Round-trips to the store (health check).
+    func ping() async throws
+}
+
+/// One connection's routing: member, connection key and the comet holding it.
+public struct Session: Sendable, Hashable {
+    public var mid: Int64
+    public var key: String
+    public var server: String
+
+    public init(mid: Int64, key: String, server: String) {
+        self.mid = mid
+        self.key = key
+        self.server = server
+    }
+}
+
+/// `RoutingStore` over Redis, with goim's key names. Every operation is one round trip (a pipeline or one
+/// Lua script); every failure is thrown as `LogicError.redisUnavailable`.
+public struct RedisRoutingStore: RoutingStore {
+    public let redis: RedisClient
+    /// TTL of `mid_*` and `key_*` in whole seconds (goim's `redis.expire`).
+    public let expireSeconds: Int64
+
+    public init(redis: RedisClient, expire: Duration) {
+        self.redis = redis
+        self.expireSeconds = max(1, expire.components.seconds)
+    }
+
+    static func midKey(_ mid: Int64) -> String { "mid_\(mid)" }
+    static func keyKey(_ key: String) -> String { "key_\(key)" }
+
+    public func addMapping(mid: Int64, key: String, server: String) async throws {
+        var commands: [RedisCommand] = []
+        if mid > 0 {
+            commands.append(RedisCommand("HSET", [.string(Self.midKey(mid)), .string(key), .string(server)]))
+            commands.append(RedisCommand("EXPIRE", [.string(Self.midKey(mid)), .integer(expireSeconds)]))
+        }
+        commands.append(RedisCommand("SET", [.string(Self.keyKey(key)), .string(server), "EX", .integer(expireSeconds)]))
+        try check(try await run(commands))
+    }
+
+    /// KEYS[1] = key_<key>, KEYS[2] = mid_<mid> (only when mid > 0); ARGV = server, key, ttl.
+    static let refreshScript = """
+        local existed = redis.call('EXPIRE', KEYS[1], ARGV[3])
+        if existed == 0 then
+          redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+        end
+        if #KEYS > 1 then
+          if existed == 0 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then
+            redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+          end
+          redis.call('EXPIRE', KEYS[2], ARGV[3])
+        end
+        return existed
+        """
+
+    /// Deletes `key_<key>` and the `mid_<mid>` field only while they still name the calling server, so an
+    /// old connection's Disconnect cannot remove a newer session's routing (goim bug 1).
+    static let deleteScript = """
+        local removed = 0
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+          removed = redis.call('DEL', KEYS[1])
+        end
+        if #KEYS > 1 and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then
+          redis.call('HDEL', KEYS[2], ARGV[2])
+        end
+        return removed
+        """
+
+    @discardableResult
+    public func refreshMapping(mid: Int64, key: String, server: String) async throws -> Bool {
+        let reply = try await eval(Self.refreshScript, mid: mid, key: key, arguments: [.string(server), .string(key), .integer(expireSeconds)])
+        return reply.int == 1
+    }
+
+    @discardableResult
+    public func deleteMapping(mid: Int64, key: String, server: String) async throws -> Bool {
+        let reply = try await eval(Self.deleteScript, mid: mid, key: key, arguments: [.string(server), .string(key)])
+        return reply.int == 1
+    }
+
+    private func eval(_ script: String, mid: Int64, key: String, arguments: [RedisArgument]) async throws -> RESPValue {
+        var keys: [RedisArgument] = [.string(Self.keyKey(key))]
+        if mid > 0 { keys.append(.string(Self.midKey(mid))) }
+        let command = RedisCommand("EVAL", [.string(script), .integer(Int64(keys.count))] + keys + arguments)
+        let reply = try await run([command])[0]
+        if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
+        return reply
+    }
+
+    public func servers(forKeys keys: [String]) async throws -> [String?] {
+        guard !keys.isEmpty else { return [] }
+        let reply = try await run([RedisCommand("MGET", keys.map { .string(Self.keyKey($0)) })])[0]
+        if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
+        guard let values = reply.array, values.count == keys.count else {
+            throw LogicError.redisUnavailable("unexpected reply to MGET: \(reply)")
+        }
+        return values.map { $0.string.flatMap { $0.isEmpty ? nil : $0 } }
+    }
+
+    public func sessions(forMids mids: [Int64]) async throws -> [Session] {
+        guard !mids.isEmpty else { return [] }
+        let replies = try await run(mids.map { RedisCommand("HGETALL", [.string(Self.midKey($0))]) })
+        var sessions: [Session] = []
+        for (mid, reply) in zip(mids, replies) {
+            if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
+            guard let items = reply.array, items.count % 2 == 0 else {
+                throw LogicError.redisUnavailable("unexpected reply to HGETALL: \(reply)")
+            }
+            var found: [Session] = []
+            for index in stride(from: 0, to: items.count, by: 2) {
+                guard let key = items[index].string, let server = items[index + 1].string,
+                    !key.isEmpty, !server.isEmpty
+                else { continue }
+                found.append(Session(mid: mid, key: key, server: server))
+            }
+            sessions += found.sorted { $0.key < $1.key }
+        }
+        return sessions
+    }
+
+    public func ping() async throws {
+        let reply = try await run([RedisCommand("PING")])[0]
+        if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
+    }
+
+    private func run(_ commands: [RedisCommand]) async throws -> [RESPValue] {
+        do {
+            return try await redis.pipeline(commands)
+        } catch {
+            throw LogicError.redis(error)
+        }
+    }
+
+    private func check(_ replies: [RESPValue]) throws {
+        for reply in replies {
+            if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
+        }
+    }
+}
+
+/// One comet's room counts as stored in `ol_<server>` (goim's `model.Online`).
+public struct ServerOnline: Sendable, Equatable {
+    public var server: String
+    public var roomCount: [String: Int32]
+    /// Unix seconds of the newest shard.
+    public var updated: Int64
+
+    public init(server: String, roomCount: [String: Int32], updated: Int64) {
+        self.server = server
+        self.roomCount = roomCount
+        self.updated = updated
+    }
+}
+
+/// Per-comet room counts: `ol_<server>`, a hash of 64 shards (CityHash32(room) mod 64) each holding goim's
+/// JSON `{"server","room_count","updated"}`.
+public protocol OnlineStore: Sendable {
+    /// Replaces the comet's counts (all shards at once, goim bug 25) and re-applies the TTL.
+    func storeOnline(_ online: ServerOnline) async throws
+    /// The counts of each server (nil when it has no valid shard). One round trip.
+    func loadOnline(servers: [String]) async throws -> [ServerOnline?]
+    func deleteOnline(servers: [String]) async throws
+}
+
+public struct RedisOnlineStore: OnlineStore {
+    public static let shards: UInt32 = 64
+    public let redis: RedisClient
+    public let expireSeconds: Int64
+
+    public init(redis: RedisClient, expire: Duration) {
+        self.redis = redis
+        self.expireSeconds = max(1, expire.components.seconds)
+    }
+
+    static func onlineKey(_ server: String) -> String { "ol_\(server)" }
+
+    /// The shard JSON exactly as goim writes it: keys in struct order, room map keys sorted.
+    static func shardJSON(server: String, roomCount: [String: Int32], updated: Int64) -> String {
+        GoJSON.object([
+            ("server", .string(server)),
+            ("room_count", .map(roomCount.mapValues { .integer($0) })),
+            ("updated", .integer(updated)),
+        ]).encoded()
+    }
+
+    public func storeOnline(_ online: ServerOnline) async throws {
+        let key = Self.onlineKey(online.server)
+        var shards: [UInt32: [String: Int32]] = [:]
+        for (room, count) in online.roomCount {
+            shards[room.cityHash32 % Self.shards, default: [:]][room] = count
+        }
+        var fields: [RedisArgument] = [.string(key)]
+        for (shard, rooms) in shards.sorted(by: { $0.key < $1.key }) {
+            fields.append(.string(String(shard)))
+            fields.append(.string(Self.shardJSON(server: online.server, roomCount: rooms, updated: online.updated)))
+        }
+        var commands = [RedisCommand("MULTI"), RedisCommand("DEL", [.string(key)])]
+        if fields.count > 1 {
+            commands.append(RedisCommand("HSET", fields))
+            commands.append(RedisCommand("EXPIRE", [.string(key), .integer(expireSeconds)]))
+        }
+        commands.append(RedisCommand("EXEC"))
+        let replies: [RESPValue]
+        do {
+            replies = try await redis.pipeline(commands)
+        } catch {
+            throw LogicError.redis(error)
+        }
+        for reply in replies {
+            if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
+        }
+        guard case .array = replies.last else { throw LogicError.redisUnavailable("MULTI/EXEC was aborted") }
+    }
+
+    public func loadOnline(servers: [String]) async throws -> [ServerOnline?] {
+        guard !servers.isEmpty else { return [] }
+        let replies: [RESPValue]
+        do {
+            replies = try await redis.pipeline(servers.map { RedisCommand("HGETALL", [.string(Self.onlineKey($0))]) })
+        } catch {
+            throw LogicError.redis(error)
+        }
+        let decoder = JSONDecoder()
+        return try zip(servers, replies).map { server, reply -> ServerOnline? in
+            if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
+            guard let items = reply.array, !items.isEmpty else { return nil }
+            var merged = ServerOnline(server: server, roomCount: [:], updated: 0)
+            var valid = false
+            for index in stride(from: 1, to: items.count, by: 2) {
+                guard let bytes = items[index].bytes,
+                    let shard = try? decoder.decode(ShardJSON.self, from: Data(bytes.readableBytesView))
+                else { continue }  // invalid shards are skipped, as goim does
+                valid = true
+                merged.roomCount.merge(shard.roomCount ?? [:]) { _, new in new }
+                merged.updated = max(merged.updated, shard.updated ?? 0)
+            }
+            return valid ? merged : nil
+        }
+    }
+
+    public func deleteOnline(servers: [String]) async throws {
+        guard !servers.isEmpty else { return }
+        do {
+            _ = try await redis.send(RedisCommand("DEL", servers.map { .string(Self.onlineKey($0)) }))
+        } catch {
+            throw LogicError.redis(error)
+        }
+    }
+
+    private struct ShardJSON: Decodable {
+        var server: String?
+        var roomCount: [String: Int32]?
+        var updated: Int64?
+
+        enum CodingKeys: String, CodingKey {
+            case server, roomCount = "room_count", updated
+        }
+    }
+}

@@ -1,0 +1,34 @@
+import Foundation
+import GoIMRPC
+import Logging
+import Testing
+
+@testable import Logic
+
+@Suite("Several logic processes")
+struct MultiLogicTests {
+    @Test("two logic servers share one Redis and one NATS: a session stored through one is pushed through the other")
+    func twoLogics() async throws {
+        try await LogicHarness.run { h in
+            let second = try await LogicServer(configuration: h.configuration, logger: Logger(label: "second"))
+            let group = second.serviceGroup(gracefulShutdownSignals: [])
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                defer { tasks.cancelAll() }
+                try await waitUntil("the second logic") { second.boundHTTPPortIfListening != nil && second.queue.isConnected }
+                let a = h.comet("a")
+                _ = try await h.withLogicClient { client in
+                    try await client.connect(RPCTests.connectRequest(server: a, #"{"mid":31,"key":"shared"}"#))
+                }
+                let subscriber = try await h.pushSubscriber()
+                let secondPort = try #require(second.boundHTTPPortIfListening)
+                let reply = try await TestHTTP.post(port: secondPort, "/goim/push/mids?operation=3&mids=31", "via second")
+                #expect(reply == HTTPPushTests.ok)
+                let (_, message) = try await subscriber.next()
+                #expect(message.server == a && message.keys == ["shared"] && message.msg == Data("via second".utf8))
+                await group.triggerGracefulShutdown()
+                try await tasks.next()
+            }
+        }
+    }
+}

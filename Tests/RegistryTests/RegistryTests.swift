@@ -1,0 +1,85 @@
+import GoIMConfig
+import Logging
+import NIOCore
+import Redis
+import Registry
+import ServiceLifecycle
+import TestSupport
+import Testing
+
+@Suite struct RegistryTests {
+    func makeRegistry(_ server: ServerProcess, ttl: Duration = .seconds(30)) -> (CometRegistry, RedisClient) {
+        let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: server.port))
+        var section = RegistrySection()
+        section.prefix = "test:comet:"
+        section.ttl = ttl
+        section.refresh = .milliseconds(100)
+        return (CometRegistry(redis: redis, configuration: section), redis)
+    }
+
+    @Test func registerListAndDeregister() async throws {
+        let server = try await TestServers.redis()
+        defer { server.stop() }
+        let (registry, redis) = makeRegistry(server)
+        #expect(try await registry.instances().isEmpty)
+
+        let a = CometInstance(hostname: "comet-a", rpcAddress: "127.0.0.1:3109", addrs: ["10.0.0.1"], tcpPorts: [3101],
+                              wsPorts: [3102], connCount: 5, ipCount: 2)
+        let b = CometInstance(hostname: "comet-b", rpcAddress: "127.0.0.1:3209", connCount: 7)
+        try await registry.register(b)
+        try await registry.register(a)
+        let listed = try await registry.instances()
+        #expect(listed.map(\.hostname) == ["comet-a", "comet-b"])
+        #expect(listed.first == a)
+
+        // The record is JSON with a TTL, readable by anything that speaks Redis.
+        let ttl = try await redis.send(RedisCommand("TTL", [.string("test:comet:comet-a")]))
+        #expect((ttl.int ?? 0) > 0 && (ttl.int ?? 0) <= 30)
+
+        try await registry.deregister(hostname: "comet-a")
+        #expect(try await registry.instances().map(\.hostname) == ["comet-b"])
+    }
+
+    @Test func expiredCometsDisappearAndArePruned() async throws {
+        let server = try await TestServers.redis()
+        defer { server.stop() }
+        let (registry, redis) = makeRegistry(server, ttl: .seconds(1))
+        try await registry.register(CometInstance(hostname: "short-lived", rpcAddress: "127.0.0.1:1"))
+        #expect(try await registry.instances().count == 1)
+        try await Task.sleep(for: .milliseconds(2100))
+        #expect(try await registry.instances().isEmpty)
+        let index = try await redis.send(RedisCommand("SMEMBERS", [.string("test:comet:index")]))
+        #expect(index.array?.isEmpty == true)
+    }
+
+    @Test func registrationServiceRefreshesAndDeregistersOnShutdown() async throws {
+        let server = try await TestServers.redis()
+        defer { server.stop() }
+        let (registry, _) = makeRegistry(server)
+        let service = RegistrationService(registry: registry, refresh: .milliseconds(100), logger: Logger(label: "test")) {
+            CometInstance(hostname: "comet-svc", rpcAddress: "127.0.0.1:3109", connCount: 1)
+        }
+        let group = ServiceGroup(services: [service], logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var seen = false
+            for _ in 0..<100 where !seen {
+                seen = try await registry.instances().map(\.hostname) == ["comet-svc"]
+                if !seen { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(seen)
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        #expect(try await registry.instances().isEmpty)
+    }
+
+    @Test func redisDownIsAnError() async throws {
+        let server = try await TestServers.redis()
+        let (registry, _) = makeRegistry(server)
+        server.stop()
+        await #expect(throws: (any Error).self) {
+            try await registry.register(CometInstance(hostname: "x", rpcAddress: "127.0.0.1:1"))
+        }
+    }
+}
