@@ -26,6 +26,8 @@ let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package
 
 var targets: [Target] = [
     .target(name: "GoIMProtocol", dependencies: [nio]),
+    // libFuzzer harness; scripts/fuzz-protocol builds it with --sanitize=fuzzer (a plain build links a no-op).
+    .executableTarget(name: "FuzzProtocol", dependencies: ["GoIMProtocol", nio]),
     .target(
         name: "GoIMRPC",
         dependencies: [
@@ -88,6 +90,16 @@ var targets: [Target] = [
     ),
     .executableTarget(name: "CometMain", dependencies: ["Comet", "GoIMConfig", argumentParser, logging, lifecycle]),
     .executableTarget(name: "LogicMain", dependencies: ["Logic", "GoIMConfig", argumentParser, logging, lifecycle]),
+    .executableTarget(
+        name: "Bench",
+        dependencies: [
+            "GoIMClient", "GoIMProtocol", "GoIMRPC", nio, nioPosix, grpcCore, grpcHTTP2, argumentParser,
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Atomics", package: "swift-atomics"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ]
+    ),
     .executableTarget(name: "JobMain", dependencies: ["Job", "GoIMConfig", argumentParser, logging, lifecycle]),
 
     .testTarget(
@@ -142,7 +154,15 @@ if let only = Context.environment["GOIM_ONLY"], !only.isEmpty {
     }
 }
 
-let products: [Product] = [("comet", "CometMain"), ("logic", "LogicMain"), ("job", "JobMain")]
+// JobTests run real comets in-process (and goim clients against them) whenever Comet is part of the build.
+if let jobTests = targets.first(where: { $0.name == "JobTests" }),
+    targets.contains(where: { $0.name == "Comet" }), targets.contains(where: { $0.name == "GoIMClient" })
+{
+    jobTests.dependencies += ["Comet", "GoIMClient"]
+    jobTests.swiftSettings = (jobTests.swiftSettings ?? []) + [.define("JOB_REAL_COMET")]
+}
+
+let products: [Product] = [("comet", "CometMain"), ("logic", "LogicMain"), ("job", "JobMain"), ("goim-bench", "Bench")]
     .filter { _, target in targets.contains { $0.name == target } }
     .map { name, target in .executable(name: name, targets: [target]) }
 
@@ -165,6 +185,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: targets,
     swiftLanguageModes: [.v6]

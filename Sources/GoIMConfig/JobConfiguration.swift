@@ -7,8 +7,15 @@ public struct JobConfiguration: Sendable, Equatable {
         public var batch: Int = 256
         /// Unacknowledged messages in flight for this job (back-pressure bound).
         public var maxInFlight: Int = 4096
-        /// Redelivery after this long without an ack.
+        /// Redelivery after this long without an ack (job keeps it from expiring while it retries).
         public var ackWait: Duration = .seconds(30)
+        /// How long one pull waits for messages. libnats' fetch returns at once when the stream has a
+        /// backlog, else only when the whole batch arrived or this passed; a quiet job stops pulling and
+        /// waits for a publish instead (docs/job.md, "Pull timing").
+        public var fetchWait: Duration = .milliseconds(10)
+        /// On graceful shutdown, how long messages in flight may take to reach their comets before
+        /// they are handed back to the queue (nak) for another job.
+        public var drainTimeout: Duration = .seconds(10)
     }
 
     /// `[comet]`: the gRPC clients to comets.
@@ -31,7 +38,10 @@ public struct JobConfiguration: Sendable, Equatable {
         public var idle: Duration = .seconds(900)
         /// Messages waiting per room before the consumer is slowed down (no silent drops, unlike goim).
         public var queueSize: Int = 1024
-        /// How often each comet's `Rooms` is asked, so room pushes go only to comets that have the room.
+        /// Which comets get a room push: `all` (every comet, as goim; the default and the safe choice)
+        /// or `rooms` (only comets whose `Rooms` answer lists the room; see docs/job.md for the race).
+        public var targets: String = "all"
+        /// How often each comet's `Rooms` is asked (only with `targets = "rooms"`).
         public var roomsRefresh: Duration = .seconds(1)
     }
 
@@ -59,6 +69,11 @@ public struct JobConfiguration: Sendable, Equatable {
         consumer.batch = c.int("batch", default: d.consumer.batch, in: 1...10_000)
         consumer.maxInFlight = c.int("maxInFlight", default: d.consumer.maxInFlight, in: 1...1_000_000)
         consumer.ackWait = c.duration("ackWait", default: d.consumer.ackWait, minimum: .seconds(1))
+        consumer.fetchWait = c.duration("fetchWait", default: d.consumer.fetchWait, minimum: .milliseconds(1))
+        if consumer.fetchWait > .seconds(5) {
+            c.invalid("fetchWait", GoDuration.format(consumer.fetchWait), "at most 5s: it delays lone messages")
+        }
+        consumer.drainTimeout = c.duration("drainTimeout", default: d.consumer.drainTimeout, minimum: .zero)
 
         let m = reader.section("comet")
         comet.routineSize = m.int("routineSize", default: d.comet.routineSize, in: 1...1024)
@@ -71,6 +86,10 @@ public struct JobConfiguration: Sendable, Equatable {
         room.signal = r.duration("signal", default: d.room.signal, minimum: .milliseconds(1))
         room.idle = r.duration("idle", default: d.room.idle, minimum: .seconds(1))
         room.queueSize = r.int("queueSize", default: d.room.queueSize, in: 1...1_000_000)
+        room.targets = r.string("targets", default: d.room.targets).lowercased()
+        if !["all", "rooms"].contains(room.targets) {
+            r.invalid("targets", "\"\(room.targets)\"", "expected \"all\" or \"rooms\"")
+        }
         room.roomsRefresh = r.duration("roomsRefresh", default: d.room.roomsRefresh, minimum: .milliseconds(50))
 
         redis = RedisSection(reader.section("redis"))

@@ -149,6 +149,18 @@ public final class ServerProcess: @unchecked Sendable {
 public enum TestServers {
     /// A loopback TCP port that was free a moment ago (bound to port 0 and released).
     public static func freePort() -> Int {
+        // Tests run in parallel: never hand out the same port twice in one process, or two servers
+        // (or a server and a client's listener) could race for it.
+        while true {
+            let port = kernelFreePort()
+            let fresh = handedOut.withLock { ports in ports.insert(port).inserted }
+            if fresh { return port }
+        }
+    }
+
+    private static let handedOut = NIOLockedPorts()
+
+    private static func kernelFreePort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         precondition(fd >= 0, "socket() failed")
         defer { close(fd) }
@@ -253,5 +265,18 @@ extension ServerProcess {
             stop()
             throw error
         }
+    }
+}
+
+/// The ports `freePort()` returned so far in this process.
+final class NIOLockedPorts: @unchecked Sendable {
+    // @unchecked Sendable: `ports` is only touched under `lock`.
+    private let lock = NSLock()
+    private var ports: Set<Int> = []
+
+    func withLock<T>(_ body: (inout Set<Int>) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&ports)
     }
 }

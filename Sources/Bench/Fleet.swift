@@ -1,0 +1,161 @@
+import Atomics
+import Foundation
+import GoIMClient
+import GoIMProtocol
+import Histogram
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// What one client process opens: `count` connections spread round-robin over `hosts` × `ports`
+/// (several 127.0.0.x addresses give each its own ephemeral-port range), authenticated into `room`.
+struct FleetSpec: Codable, Sendable {
+    var hosts: [String] = ["127.0.0.1"]
+    var tcpPorts: [Int] = [3101]
+    var wsPorts: [Int] = []
+    /// `tcp`, `ws` or `mix` (alternating).
+    var transport: String = "tcp"
+    var count: Int = 1000
+    /// Connections per second; 0 = as fast as `concurrency` allows.
+    var rate: Double = 0
+    var concurrency: Int = 256
+    var room: String = "test://1"
+    var firstMid: Int64 = 1
+    var accepts: [Int32] = [1000, 1001, 1002]
+    /// Heartbeat period in seconds (goim's JS client: 30); 0 = none.
+    var heartbeat: Double = 30
+    /// The pushed operation whose bodies carry a send time.
+    var operation: Int32 = 1000
+    var receiveBuffer: Int? = nil
+}
+
+/// Counters and the latency histogram of one process's clients. Updated on event loops.
+final class FleetStats: Sendable {
+    let connected = ManagedAtomic<Int>(0)
+    let authed = ManagedAtomic<Int>(0)
+    let failed = ManagedAtomic<Int>(0)
+    let disconnects = ManagedAtomic<Int>(0)
+    let received = ManagedAtomic<Int>(0)
+    let latency = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three))
+
+    func record(_ received: ReceivedPacket, operation: Int32) {
+        guard received.packet.operation.rawValue == operation else { return }
+        self.received.wrappingIncrement(ordering: .relaxed)
+        if let micros = Stamp.latencyMicros(received.packet.body) {
+            latency.withLockedValue { _ = $0.record(micros) }
+        }
+    }
+
+    func snapshot() -> FleetSnapshot {
+        FleetSnapshot(
+            connected: connected.load(ordering: .relaxed), authed: authed.load(ordering: .relaxed),
+            failed: failed.load(ordering: .relaxed), disconnects: disconnects.load(ordering: .relaxed),
+            received: received.load(ordering: .relaxed), latency: latency.withLockedValue { $0 })
+    }
+}
+
+struct FleetSnapshot: Codable, Sendable {
+    var connected = 0
+    var authed = 0
+    var failed = 0
+    var disconnects = 0
+    var received = 0
+    var latency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+
+    mutating func add(_ other: FleetSnapshot) {
+        connected += other.connected
+        authed += other.authed
+        failed += other.failed
+        disconnects += other.disconnects
+        received += other.received
+        latency.add(other.latency)
+    }
+}
+
+/// The connections of one process.
+final class Fleet: Sendable {
+    let spec: FleetSpec
+    let stats = FleetStats()
+    let group: MultiThreadedEventLoopGroup
+    private let clients = NIOLockedValueBox<[GoIMClient]>([])
+
+    init(spec: FleetSpec, threads: Int = System.coreCount) {
+        self.spec = spec
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+    }
+
+    /// Opens every connection (paced by `rate`, at most `concurrency` at once); returns when all tried.
+    func open() async {
+        let spec = self.spec
+        let interval = spec.rate > 0 ? 1.0 / spec.rate : 0
+        let start = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { tasks in
+            var running = 0
+            for i in 0..<spec.count {
+                if running >= spec.concurrency {
+                    await tasks.next()
+                    running -= 1
+                }
+                if interval > 0 {
+                    let due = start + .seconds(interval * Double(i))
+                    if due > .now { try? await Task.sleep(until: due) }
+                }
+                running += 1
+                tasks.addTask { await self.openOne(index: i) }
+            }
+        }
+    }
+
+    private func openOne(index: Int) async {
+        let host = spec.hosts[index % spec.hosts.count]
+        let useWS = spec.transport == "ws" || (spec.transport == "mix" && index % 2 == 1)
+        let ports = useWS ? spec.wsPorts : spec.tcpPorts
+        guard !ports.isEmpty else {
+            stats.failed.wrappingIncrement(ordering: .relaxed)
+            return
+        }
+        let port = ports[(index / max(1, spec.hosts.count)) % ports.count]
+        let stats = self.stats
+        let operation = spec.operation
+        do {
+            let client = try await GoIMClient.connect(
+                host: host, port: port, transport: useWS ? .webSocket() : .tcp,
+                delivery: .handler { stats.record($0, operation: operation) },
+                eventLoopGroup: group, receiveBufferSize: spec.receiveBuffer)
+            stats.connected.wrappingIncrement(ordering: .relaxed)
+            let body = AuthBody(mid: spec.firstMid + Int64(index), key: "", roomID: spec.room, platform: "bench", accepts: spec.accepts)
+            _ = try await client.auth(body, timeout: .seconds(30))
+            stats.authed.wrappingIncrement(ordering: .relaxed)
+            client.channel.closeFuture.whenComplete { _ in stats.disconnects.wrappingIncrement(ordering: .relaxed) }
+            clients.withLockedValue { $0.append(client) }
+        } catch {
+            stats.failed.wrappingIncrement(ordering: .relaxed)
+        }
+    }
+
+    /// Sends op 2 from every connection once per `spec.heartbeat`, spread evenly over the period.
+    func heartbeatLoop() async {
+        guard spec.heartbeat > 0 else { return }
+        while !Task.isCancelled {
+            let snapshot = clients.withLockedValue { $0 }
+            let step = spec.heartbeat / Double(max(1, snapshot.count))
+            var next = ContinuousClock.now
+            for client in snapshot where client.isActive {
+                next = next.advanced(by: .seconds(step))
+                try? await client.send(Packet(operation: .heartbeat))
+                if next > .now { try? await Task.sleep(until: next) }
+                if Task.isCancelled { return }
+            }
+            if snapshot.isEmpty { try? await Task.sleep(for: .seconds(spec.heartbeat)) }
+        }
+    }
+
+    func closeAll() async {
+        let all = clients.withLockedValue { list in
+            defer { list.removeAll() }
+            return list
+        }
+        for client in all { await client.close() }
+        try? await group.shutdownGracefully()
+    }
+}

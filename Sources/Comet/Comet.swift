@@ -1,0 +1,375 @@
+import GoIMConfig
+import GoIMProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import Atomics
+import Synchronization
+
+/// Counters of rare events, shared by every loop (the per-recipient counters live in `LoopState`).
+final class Counters: Sendable {
+    let accepted = ManagedAtomic<Int>(0)
+    let refusedPerIP = ManagedAtomic<Int>(0)
+    let authenticated = ManagedAtomic<Int>(0)
+    let authFailures = ManagedAtomic<Int>(0)
+    let handshakeTimeouts = ManagedAtomic<Int>(0)
+    let heartbeatTimeouts = ManagedAtomic<Int>(0)
+    let protocolErrors = ManagedAtomic<Int>(0)
+    let ignoredBeforeAuth = ManagedAtomic<Int>(0)
+    let replaced = ManagedAtomic<Int>(0)
+    let slowConsumersClosed = ManagedAtomic<Int>(0)
+    let slowConsumerEpisodes = ManagedAtomic<Int>(0)
+    let disconnects = ManagedAtomic<Int>(0)
+    let logicErrors = ManagedAtomic<Int>(0)
+
+    func increment(_ counter: KeyPath<Counters, ManagedAtomic<Int>>) {
+        self[keyPath: counter].wrappingIncrement(ordering: .relaxed)
+    }
+}
+
+/// A snapshot of a comet's counters.
+public struct CometStatistics: Sendable, Equatable {
+    /// Authenticated connections (goim's `conn_count`).
+    public var connections: Int
+    /// Distinct remote IPs with an open connection (goim's `ip_count`).
+    public var distinctIPs: Int
+    /// Open connections, authenticated or not.
+    public var openConnections: Int
+    /// Rooms with at least one member on this comet.
+    public var rooms: Int
+    public var accepted: Int
+    public var refusedPerIPLimit: Int
+    public var authenticated: Int
+    public var authFailures: Int
+    public var handshakeTimeouts: Int
+    public var heartbeatTimeouts: Int
+    /// Connections closed for malformed input (bad header, oversized packet, bad WebSocket framing).
+    public var protocolErrors: Int
+    /// Packets other than op 7 received before authentication, ignored as goim does.
+    public var ignoredBeforeAuth: Int
+    /// Connections closed because the same key authenticated again.
+    public var replaced: Int
+    public var slowConsumersClosed: Int
+    /// Times a connection became unwritable under the `drop` policy.
+    public var slowConsumerEpisodes: Int
+    /// Pushes written, one per recipient.
+    public var delivered: Int
+    /// Pushes skipped for slow consumers.
+    public var dropped: Int
+    /// Logic `Disconnect` calls made.
+    public var disconnects: Int
+    /// Logic calls that failed.
+    public var logicErrors: Int
+}
+
+/// The state one comet shares between its event loops, its gRPC service and its background services.
+final class Comet: Sendable {
+    /// Used when Logic's `ConnectReply.heartbeat` is not positive: goim's example value, 4 min × 2.
+    static let defaultHeartbeat = TimeAmount.minutes(8)
+
+    let configuration: CometConfiguration
+    /// This comet's server id (`env.host`).
+    let server: String
+    let logger: Logger
+    let group: MultiThreadedEventLoopGroup
+    let loops: [NIOLoopBoundBox<LoopState>]
+    private let loopIndex: [ObjectIdentifier: Int]
+    let buckets: Buckets
+    let rooms = RoomDirectory()
+    let ips = IPTable()
+    let logic: any LogicAPI
+    let logicCalls: LogicCalls
+    let whitelist: Whitelist
+    let counters = Counters()
+    let limits: PacketLimits
+    let closeSlowConsumers: Bool
+    let handshakeTimeout: TimeAmount
+    let sweepInterval: TimeAmount
+    private let refreshRange: ClosedRange<Int64>
+    private let nextID = Atomic<UInt64>(0)
+    private let sweeps = Mutex<[RepeatedTask]>([])
+
+    init(
+        configuration: CometConfiguration, group: MultiThreadedEventLoopGroup, logic: any LogicAPI, logger: Logger,
+        sweepInterval: Duration, disconnectConcurrency: Int
+    ) throws {
+        self.configuration = configuration
+        self.server = configuration.env.host
+        self.logger = logger
+        self.group = group
+        self.logic = logic
+        self.buckets = Buckets(size: configuration.bucket.size)
+        self.logicCalls = LogicCalls(limit: disconnectConcurrency)
+        self.whitelist = try Whitelist(
+            mids: configuration.whitelist.whitelist, path: configuration.whitelist.whiteLog, logger: logger)
+        self.limits = PacketLimits(maxBodySize: configuration.proto.maxBodySize)
+        self.closeSlowConsumers = configuration.proto.slowConsumerPolicy != "drop"
+        self.handshakeTimeout = TimeAmount(configuration.proto.handshakeTimeout)
+        self.sweepInterval = TimeAmount(sweepInterval)
+        let low = TimeAmount(configuration.proto.sessionRefreshMin).nanoseconds
+        let high = TimeAmount(configuration.proto.sessionRefreshMax).nanoseconds
+        self.refreshRange = low...max(low, high)
+        var loops: [NIOLoopBoundBox<LoopState>] = []
+        var index: [ObjectIdentifier: Int] = [:]
+        for loop in group.makeIterator() {
+            index[ObjectIdentifier(loop)] = loops.count
+            loops.append(.makeBoxSendingValue(LoopState(eventLoop: loop, counters: counters), eventLoop: loop))
+        }
+        self.loops = loops
+        self.loopIndex = index
+    }
+
+    /// The state of the event loop the caller runs on.
+    func loopState(for eventLoop: any EventLoop) -> LoopState {
+        guard let index = loopIndex[ObjectIdentifier(eventLoop)] else {
+            preconditionFailure("channel on an event loop outside the comet's group")
+        }
+        return loops[index].value
+    }
+
+    func nextConnectionID() -> UInt64 {
+        nextID.add(1, ordering: .relaxed).newValue
+    }
+
+    /// A fresh random interval between two Logic `Heartbeat` calls of one connection (goim: 10–30 min).
+    func randomSessionRefresh() -> TimeAmount {
+        .nanoseconds(Int64.random(in: refreshRange))
+    }
+
+    // MARK: accept
+
+    /// Sets up the comet side of a newly accepted channel (on its event loop): per-IP limit, connection id,
+    /// handshake deadline, sweep registration and the close hook. Nil when the per-IP limit refuses it.
+    func accept(_ channel: any Channel, transport: TransportKind) -> ConnectionHandler? {
+        counters.increment(\.accepted)
+        let ip = channel.remoteAddress?.ipAddress ?? "unknown"
+        let limit = configuration.limits.maxConnectionsPerIP
+        guard ips.acquire(ip, limit: limit) else {
+            counters.increment(\.refusedPerIP)
+            logger.notice(
+                "refused connection: per-IP connection limit reached",
+                metadata: ["goim.ip": "\(ip)", "goim.limit": "\(limit)", "goim.transport": "\(transport)"])
+            return nil
+        }
+        let state = loopState(for: channel.eventLoop)
+        let handler = ConnectionHandler(
+            comet: self, loop: state, channel: channel, id: nextConnectionID(), transport: transport, ip: ip,
+            deadline: .now() + handshakeTimeout)
+        state.add(handler)
+        channel.closeFuture.assumeIsolated().whenComplete { _ in handler.closed() }
+        return handler
+    }
+
+    // MARK: timers
+
+    /// Starts one repeating sweep per event loop.
+    func startSweeps() {
+        var tasks: [RepeatedTask] = []
+        for box in loops {
+            tasks.append(
+                box.eventLoop.scheduleRepeatedTask(initialDelay: sweepInterval, delay: sweepInterval) { _ in
+                    box.value.sweep(now: .now())
+                })
+        }
+        sweeps.withLock { $0 = tasks }
+    }
+
+    func stopSweeps() {
+        let tasks = sweeps.withLock { tasks in
+            defer { tasks = [] }
+            return tasks
+        }
+        for task in tasks { task.cancel() }
+    }
+
+    // MARK: pushes
+
+    /// `PushMsg`: to each key's connection if it watches `operation`. Every key is tried (goim stopped at the
+    /// first full queue: bug 17).
+    func push(keys: [String], operation: Int32, push: Push) {
+        for key in keys {
+            guard let entry = buckets.entry(for: key) else { continue }
+            entry.eventLoop.execute {
+                entry.handler.value.pushIfWatching(operation, push)
+            }
+        }
+    }
+
+    /// `BroadcastRoom`: one hop to each event loop, which writes to its members of the room.
+    func broadcastRoom(_ id: String, push: Push) {
+        guard rooms.info(for: id) != nil else { return }
+        for box in loops {
+            box.eventLoop.execute {
+                box.value.broadcastRoom(id, push: push)
+            }
+        }
+    }
+
+    /// `Broadcast`: every connection watching `operation`. With `speed` > 0 the comet paces itself to about
+    /// `speed` connections per second (goim slept whole seconds per bucket).
+    func broadcast(operation: Int32, push: Push, speed: Int32) {
+        guard speed > 0 else {
+            for box in loops {
+                box.eventLoop.execute {
+                    box.value.broadcast(operation: operation, push: push)
+                }
+            }
+            return
+        }
+        let perLoop = max(Double(speed) / Double(loops.count), 0.001)
+        let intervalSeconds = max(0.1, 1 / perLoop)
+        let chunk = max(1, Int((perLoop * intervalSeconds).rounded()))
+        let interval = TimeAmount.nanoseconds(Int64(intervalSeconds * 1e9))
+        for box in loops {
+            box.eventLoop.execute {
+                let state = box.value
+                let recipients = state.watchers(of: operation)
+                state.pacedBroadcast(recipients, from: 0, chunk: chunk, interval: interval, operation: operation, push: push)
+            }
+        }
+    }
+
+    // MARK: Logic calls
+
+    /// Calls Logic `Disconnect` for a session this comet no longer holds.
+    func disconnect(mid: Int64, key: String, connection: UInt64) {
+        counters.increment(\.disconnects)
+        disconnectStarted(key)
+        let logic = self.logic
+        let server = self.server
+        let logger = self.logger
+        let counters = self.counters
+        logicCalls.spawn(limited: true) {
+            do {
+                try await logic.disconnect(mid: mid, key: key, server: server)
+            } catch {
+                counters.increment(\.logicErrors)
+                logger.warning(
+                    "Logic Disconnect failed; the session expires by its TTL",
+                    metadata: ["goim.conn": "\(connection)", "goim.mid": "\(mid)", "goim.key": "\(key)", "error": "\(error)"])
+            }
+            self.disconnectFinished(key)
+        }
+    }
+
+    /// Disconnects per key, in flight or finished recently: a new connection with the same key whose Logic
+    /// `Connect` overlapped one of them may have had its fresh routing deleted by it (Logic cannot tell the two
+    /// sessions apart: goim bug 1).
+    private struct KeyDisconnects {
+        var inFlight = 0
+        var lastFinished = NIODeadline.uptimeNanoseconds(0)
+    }
+
+    private struct DisconnectLedger {
+        var keys: [String: KeyDisconnects] = [:]
+        var pruneAt = 1024
+    }
+
+    private let disconnectLedger = Mutex(DisconnectLedger())
+
+    private func disconnectStarted(_ key: String) {
+        let window = TimeAmount(configuration.rpcClient.timeout) * 2
+        disconnectLedger.withLock { ledger in
+            ledger.keys[key, default: KeyDisconnects()].inFlight += 1
+            guard ledger.keys.count >= ledger.pruneAt else { return }
+            let oldest = NIODeadline.now() - window
+            ledger.keys = ledger.keys.filter { $0.value.inFlight > 0 || $0.value.lastFinished >= oldest }
+            ledger.pruneAt = max(1024, ledger.keys.count * 2)
+        }
+    }
+
+    private func disconnectFinished(_ key: String) {
+        disconnectLedger.withLock { ledger in
+            ledger.keys[key]?.inFlight -= 1
+            ledger.keys[key]?.lastFinished = .now()
+        }
+    }
+
+    /// Called when a connection authenticated with `key` after its `Connect` started at `connectStarted`. If a
+    /// Disconnect of the same key was in flight meanwhile, Logic may have deleted the routing `Connect` had just
+    /// stored; once that Disconnect is done, Logic `Heartbeat` stores it again (it re-creates a missing mapping).
+    func repairRoutingIfRaced(mid: Int64, key: String, connectStarted: NIODeadline, connection: UInt64) {
+        let raced = disconnectLedger.withLock { ledger -> Bool in
+            guard let record = ledger.keys[key] else { return false }
+            return record.inFlight > 0 || record.lastFinished >= connectStarted
+        }
+        guard raced else { return }
+        let logic = self.logic
+        let server = self.server
+        let logger = self.logger
+        let counters = self.counters
+        let patience = configuration.rpcClient.timeout + .seconds(1)
+        logicCalls.spawn(limited: false) {
+            let deadline = ContinuousClock.now + patience
+            while self.disconnectLedger.withLock({ $0.keys[key]?.inFlight ?? 0 }) > 0 && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            do {
+                try await logic.heartbeat(mid: mid, key: key, server: server)
+                logger.debug(
+                    "re-stored routing after a racing Disconnect of the same key",
+                    metadata: ["goim.conn": "\(connection)", "goim.key": "\(key)"])
+            } catch {
+                counters.increment(\.logicErrors)
+                logger.warning(
+                    "Logic Heartbeat (routing repair) failed",
+                    metadata: ["goim.conn": "\(connection)", "goim.key": "\(key)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: shutdown and statistics
+
+    /// Closes every client connection (each authenticated one is disconnected at Logic) and waits until those
+    /// Logic calls are done.
+    func closeAll() async {
+        await withTaskGroup(of: Void.self) { group in
+            for box in loops {
+                group.addTask {
+                    // Each close completes (and its bookkeeping, which starts the Disconnect, runs) asynchronously:
+                    // wait for all of them before waiting for the Logic calls.
+                    try? await box.eventLoop.flatSubmit {
+                        var closed: [EventLoopFuture<Void>] = []
+                        for connection in Array(box.value.connections) {
+                            connection.close(reason: "server shutting down", level: .debug)
+                            closed.append(connection.channel.closeFuture)
+                        }
+                        return EventLoopFuture.andAllComplete(closed, on: box.eventLoop)
+                    }.get()
+                }
+            }
+        }
+        while logicCalls.inFlight > 0 && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    func statistics() async -> CometStatistics {
+        var open = 0
+        var delivered = 0
+        var dropped = 0
+        for box in loops {
+            if let (o, d, x) = try? await box.eventLoop.submit({
+                let state = box.value
+                return (state.connections.count, state.delivered, state.dropped)
+            }).get() {
+                open += o
+                delivered += d
+                dropped += x
+            }
+        }
+        let c = counters
+        return CometStatistics(
+            connections: buckets.count, distinctIPs: ips.distinctCount, openConnections: open,
+            rooms: rooms.counts().count,
+            accepted: c.accepted.load(ordering: .relaxed), refusedPerIPLimit: c.refusedPerIP.load(ordering: .relaxed),
+            authenticated: c.authenticated.load(ordering: .relaxed), authFailures: c.authFailures.load(ordering: .relaxed),
+            handshakeTimeouts: c.handshakeTimeouts.load(ordering: .relaxed),
+            heartbeatTimeouts: c.heartbeatTimeouts.load(ordering: .relaxed),
+            protocolErrors: c.protocolErrors.load(ordering: .relaxed),
+            ignoredBeforeAuth: c.ignoredBeforeAuth.load(ordering: .relaxed), replaced: c.replaced.load(ordering: .relaxed),
+            slowConsumersClosed: c.slowConsumersClosed.load(ordering: .relaxed),
+            slowConsumerEpisodes: c.slowConsumerEpisodes.load(ordering: .relaxed), delivered: delivered, dropped: dropped,
+            disconnects: c.disconnects.load(ordering: .relaxed), logicErrors: c.logicErrors.load(ordering: .relaxed))
+    }
+}

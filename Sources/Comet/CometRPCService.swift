@@ -1,0 +1,42 @@
+import GRPCCore
+import GoIMRPC
+import NIOCore
+
+/// `goim.comet.Comet`, the service Job (and goim's job) drives. Each push is encoded once per transport here, then
+/// handed to the event loops; the RPC returns without waiting for the writes, like goim's non-blocking enqueue.
+struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
+    let comet: Comet
+
+    func pushMsg(request: Goim_Comet_PushMsgReq, context: ServerContext) async throws -> Goim_Comet_PushMsgReply {
+        guard !request.keys.isEmpty, request.hasProto else {
+            throw RPCError(code: .unknown, message: "rpc pushmsg arg error")
+        }
+        comet.push(keys: request.keys, operation: request.protoOp, push: Push(proto: request.proto))
+        return Goim_Comet_PushMsgReply()
+    }
+
+    func broadcast(request: Goim_Comet_BroadcastReq, context: ServerContext) async throws -> Goim_Comet_BroadcastReply {
+        guard request.hasProto else {
+            throw RPCError(code: .unknown, message: "rpc broadcast arg error")
+        }
+        comet.broadcast(operation: request.protoOp, push: Push(proto: request.proto), speed: request.speed)
+        return Goim_Comet_BroadcastReply()
+    }
+
+    func broadcastRoom(request: Goim_Comet_BroadcastRoomReq, context: ServerContext) async throws
+        -> Goim_Comet_BroadcastRoomReply
+    {
+        guard !request.roomID.isEmpty, request.hasProto else {
+            // Two spaces, as goim's message has them.
+            throw RPCError(code: .unknown, message: "rpc broadcast  room arg error")
+        }
+        comet.broadcastRoom(request.roomID, push: Push(proto: request.proto))
+        return Goim_Comet_BroadcastRoomReply()
+    }
+
+    func rooms(request: Goim_Comet_RoomsReq, context: ServerContext) async throws -> Goim_Comet_RoomsReply {
+        var reply = Goim_Comet_RoomsReply()
+        for id in comet.rooms.counts().keys { reply.rooms[id] = true }
+        return reply
+    }
+}

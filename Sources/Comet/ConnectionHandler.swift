@@ -1,0 +1,502 @@
+import struct Foundation.Data
+import GoIMProtocol
+import GoIMRPC
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// One client connection (TCP, WebSocket or WebSocket over TLS). Its whole state lives here and is touched only on
+/// its event loop: the state machine awaitingAuth → authenticating → open → closed, identity, watch set, room
+/// slot and deadline. It has no timer and no Task of its own: the loop's sweep checks `deadline`, and Logic calls
+/// are short-lived Tasks whose results hop back to the loop.
+///
+/// Inbound it receives decoded `Packet`s (from `PacketDecoder` on TCP, from `WebSocketAdapter` on WebSocket).
+/// Outbound it writes ready-made `ByteBuffer`s through `output`: its own context on TCP, the output gate in front
+/// of NIO's (unused) frame encoder on WebSocket, so pushed frames are written as they were encoded, once for all.
+final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = Packet
+    typealias OutboundOut = ByteBuffer
+
+    enum State: UInt8 {
+        /// Before the first op 7 (and, on WebSocket, before the upgrade).
+        case awaitingAuth
+        /// Logic `Connect` is in flight; packets are queued and reading is paused.
+        case authenticating
+        case open
+        case closed
+    }
+
+    /// Why reading is paused; reading resumes when no reason is left.
+    struct PauseReasons: OptionSet {
+        let rawValue: UInt8
+        static let authenticating = PauseReasons(rawValue: 1)
+        static let unwritable = PauseReasons(rawValue: 2)
+        static let logic = PauseReasons(rawValue: 4)
+    }
+
+    /// Packets queued while authenticating before the connection is closed as abusive.
+    static let maxQueuedWhileAuthenticating = 64
+    /// Logic `Receive` calls of one connection in flight before its reading pauses (goim called it synchronously).
+    static let maxReceivesInFlight: UInt8 = 8
+
+    let comet: Comet
+    let loop: LoopState
+    let channel: any Channel
+    let id: UInt64
+    let transport: TransportKind
+    let ip: String
+
+    private(set) var state = State.awaitingAuth
+    /// Where outbound bytes go (nil before the pipeline is ready and after close).
+    var output: ChannelHandlerContext?
+    /// Handshake deadline until authenticated, then heartbeat deadline.
+    var deadline: NIODeadline
+    private var heartbeatTimeout = TimeAmount.zero
+    /// When Logic `Connect` was called (to detect a racing Disconnect of the same key).
+    private var connectStarted = NIODeadline.distantPast
+    private var nextSessionRefresh = NIODeadline.distantFuture
+    /// Position in `loop.connections`.
+    var sweepIndex = -1
+    /// Position in `room.members`.
+    var roomIndex = -1
+    private var room: LoopRoom?
+    private(set) var mid: Int64 = 0
+    private(set) var key = ""
+    /// The WebSocket `Cookie` header, passed to Logic `Connect`.
+    var cookie = ""
+    /// The watch set (goim's accepts, Sub, Unsub): a handful of ops, so a small array.
+    private var watch: [Int32] = []
+    private var writable = true
+    private var inBucket = false
+    private var whitelisted = false
+    private var needsFlush = false
+    private var paused: PauseReasons = []
+    private var receivesInFlight: UInt8 = 0
+    private var queued: [Packet] = []
+    private var closeReason: String?
+    private var closeLevel = Logger.Level.info
+    /// The WebSocket request line, for logs.
+    var requestLine = ""
+
+    init(
+        comet: Comet, loop: LoopState, channel: any Channel, id: UInt64, transport: TransportKind, ip: String,
+        deadline: NIODeadline
+    ) {
+        self.comet = comet
+        self.loop = loop
+        self.channel = channel
+        self.id = id
+        self.transport = transport
+        self.ip = ip
+        self.deadline = deadline
+    }
+
+    private var logMetadata: Logger.Metadata {
+        var metadata: Logger.Metadata = ["goim.conn": "\(id)", "goim.ip": "\(ip)", "goim.transport": "\(transport)"]
+        if state == .open || !key.isEmpty {
+            metadata["goim.mid"] = "\(mid)"
+            metadata["goim.key"] = "\(key)"
+        }
+        if let room { metadata["goim.room"] = "\(room.info.id)" }
+        return metadata
+    }
+
+    private func trace(_ event: @autoclosure () -> String) {
+        if whitelisted { comet.whitelist.log(mid: mid, key: key, connection: id, event()) }
+    }
+
+    // MARK: pipeline events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if transport == .tcp { output = context }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let packet = unwrapInboundIn(data)
+        switch state {
+        case .awaitingAuth:
+            if packet.operation == .auth {
+                startAuth(packet)
+            } else {
+                // goim ignores anything before auth (bug 9, kept): only logged, until the handshake timeout.
+                comet.counters.increment(\.ignoredBeforeAuth)
+                comet.logger.debug(
+                    "ignored packet before auth", metadata: logMetadata.merging(["goim.op": "\(packet.operation)"]) { $1 })
+            }
+        case .authenticating:
+            guard queued.count < Self.maxQueuedWhileAuthenticating else {
+                close(reason: "more than \(Self.maxQueuedWhileAuthenticating) packets sent while authenticating")
+                return
+            }
+            queued.append(packet)
+        case .open:
+            handle(packet)
+        case .closed:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let nowWritable = context.channel.isWritable
+        guard nowWritable != writable else { return }
+        writable = nowWritable
+        if nowWritable {
+            resume(.unwritable)
+            return
+        }
+        // Stop reading a client we cannot write to: its replies cannot pile up either.
+        pause(.unwritable)
+        if comet.closeSlowConsumers {
+            // Decide after the current write's flush: a single large push may cross the mark only for a moment.
+            context.eventLoop.assumeIsolated().execute {
+                guard !self.writable, self.state != .closed else { return }
+                self.comet.counters.increment(\.slowConsumersClosed)
+                self.close(
+                    reason: "slow consumer: more than \(self.comet.configuration.proto.maxOutboundBytes) bytes queued (policy close)")
+            }
+        } else {
+            comet.counters.increment(\.slowConsumerEpisodes)
+            comet.logger.debug("slow consumer: skipping pushes while its queue is full (policy drop)", metadata: logMetadata)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch error {
+        case let error as ProtocolError:
+            comet.counters.increment(\.protocolErrors)
+            close(reason: "protocol error: \(error)")
+        case let error as WebSocketAdapter.Failure:
+            comet.counters.increment(\.protocolErrors)
+            close(reason: "WebSocket error: \(error)")
+        case let error as NIOWebSocketError:
+            comet.counters.increment(\.protocolErrors)
+            close(reason: "WebSocket framing error: \(error)")
+        case let error as ByteToMessageDecoderError:
+            close(reason: "stream error: \(error)", level: .debug)
+        case let error as IOError:
+            close(reason: "I/O error: \(error)", level: .debug)
+        case ChannelError.ioOnClosedChannel, ChannelError.alreadyClosed, ChannelError.eof:
+            close(reason: "closed by peer", level: .debug)
+        default:
+            close(reason: "error: \(error)")
+        }
+    }
+
+    // MARK: reading control
+
+    private func pause(_ reason: PauseReasons) {
+        let wasPaused = !paused.isEmpty
+        paused.insert(reason)
+        if !wasPaused { try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false) }
+    }
+
+    private func resume(_ reason: PauseReasons) {
+        guard paused.contains(reason) else { return }
+        paused.remove(reason)
+        if paused.isEmpty, state != .closed { try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true) }
+    }
+
+    // MARK: authentication
+
+    private func startAuth(_ packet: Packet) {
+        state = .authenticating
+        connectStarted = .now()
+        pause(.authenticating)
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        let token = Data(packet.body.readableBytesView)
+        let version = packet.version
+        let sequence = packet.sequence
+        let logic = comet.logic
+        let server = comet.server
+        let cookie = self.cookie
+        comet.logicCalls.spawn(limited: false) {
+            let result: Result<Goim_Logic_ConnectReply, any Error>
+            do {
+                result = .success(try await logic.connect(server: server, cookie: cookie, token: token))
+            } catch {
+                result = .failure(error)
+            }
+            bound.eventLoop.execute {
+                bound.value.authCompleted(result, version: version, sequence: sequence)
+            }
+        }
+    }
+
+    private func authCompleted(_ result: Result<Goim_Logic_ConnectReply, any Error>, version: Int16, sequence: Int32) {
+        let reply: Goim_Logic_ConnectReply
+        switch result {
+        case .failure(let error):
+            guard state == .authenticating else { return }
+            comet.counters.increment(\.authFailures)
+            // goim closes with nothing sent.
+            close(reason: "auth failed: Logic Connect: \(error)")
+            return
+        case .success(let value):
+            reply = value
+        }
+        guard state == .authenticating, let output else {
+            // Closed (timeout, peer) while Logic was storing the session: nobody holds it now, so undo it, unless
+            // the key has meanwhile been taken by another connection on this comet.
+            if comet.buckets.entry(for: reply.key) == nil {
+                comet.disconnect(mid: reply.mid, key: reply.key, connection: id)
+            }
+            return
+        }
+        mid = reply.mid
+        key = reply.key
+        watch = reply.accepts
+        heartbeatTimeout = reply.heartbeat > 0 ? .nanoseconds(reply.heartbeat) : Comet.defaultHeartbeat
+        whitelisted = comet.whitelist.contains(mid)
+        state = .open
+        comet.counters.increment(\.authenticated)
+
+        let entry = BucketEntry(id: id, handler: NIOLoopBound(self, eventLoop: channel.eventLoop))
+        if let old = comet.buckets.put(key: key, entry: entry) {
+            let newID = id
+            old.eventLoop.execute { old.handler.value.replaced(by: newID) }
+        }
+        inBucket = true
+        if !reply.roomID.isEmpty { join(reply.roomID) }
+        comet.repairRoutingIfRaced(mid: mid, key: key, connectStarted: connectStarted, connection: id)
+
+        // op 8, empty body, ver/seq echoed. Written after the bucket and room registration (goim wrote it first), so
+        // a client that has its op 8 is already counted and reachable; pushes cannot overtake it: they hop to this
+        // loop and run after this function.
+        output.writeAndFlush(
+            NIOAny(Wire.packet(
+                operation: .authReply, version: version, sequence: sequence, body: nil, transport: transport,
+                allocator: channel.allocator)),
+            promise: nil)
+        let now = NIODeadline.now()
+        deadline = now + heartbeatTimeout
+        nextSessionRefresh = now + comet.randomSessionRefresh()
+        comet.logger.debug("authenticated", metadata: logMetadata)
+        trace(
+            "auth ok room:\(reply.roomID) accepts:\(watch) heartbeat:\(heartbeatTimeout.nanoseconds / 1_000_000)ms cookie:\(cookie)")
+
+        if !queued.isEmpty {
+            let packets = queued
+            queued = []
+            for packet in packets where state == .open { handle(packet) }
+            flushIfNeeded()
+        }
+        resume(.authenticating)
+    }
+
+    /// The same key authenticated again on this comet: the newer connection wins.
+    func replaced(by newer: UInt64) {
+        guard state != .closed else { return }
+        comet.logger.info("closing connection: same key connected again", metadata: logMetadata.merging(["goim.newConn": "\(newer)"]) { $1 })
+        close(reason: "replaced by connection \(newer) with the same key", level: .debug)
+    }
+
+    // MARK: open connection
+
+    private func handle(_ packet: Packet) {
+        trace("read op:\(packet.operation.rawValue) ver:\(packet.version) seq:\(packet.sequence) body:\(packet.body.readableBytes)")
+        switch packet.operation {
+        case .heartbeat:
+            let now = NIODeadline.now()
+            deadline = now + heartbeatTimeout  // only op 2 re-arms the timeout, as in goim
+            let online = room?.info.reportedOnline ?? 0
+            write(Wire.heartbeatReply(
+                online: online, version: packet.version, sequence: packet.sequence, transport: transport,
+                allocator: channel.allocator))
+            trace("heartbeat reply online:\(online)")
+            if now >= nextSessionRefresh {
+                nextSessionRefresh = now + comet.randomSessionRefresh()
+                refreshSession()
+            }
+        case .changeRoom:
+            let target = String(buffer: packet.body)
+            changeRoom(to: target)
+            reply(to: packet, operation: .changeRoomReply, body: packet.body)
+        case .sub:
+            if let ops = WatchOps.parse(packet.body) {
+                for op in ops where !watch.contains(op) { watch.append(op) }
+            }
+            reply(to: packet, operation: .subReply, body: packet.body)
+        case .unsub:
+            if let ops = WatchOps.parse(packet.body) {
+                watch.removeAll { ops.contains($0) }
+            }
+            reply(to: packet, operation: .unsubReply, body: packet.body)
+        default:
+            forwardToLogic(packet)
+            reply(to: packet, operation: packet.operation, body: nil)
+        }
+    }
+
+    /// Replies echo the request's `ver` and `seq`; an echoed body is copied into the reply (goim bug 5).
+    private func reply(to packet: Packet, operation: Operation, body: ByteBuffer?) {
+        write(Wire.packet(
+            operation: operation, version: packet.version, sequence: packet.sequence, body: body, transport: transport,
+            allocator: channel.allocator))
+        trace("reply op:\(operation.rawValue) seq:\(packet.sequence)")
+    }
+
+    /// Writes without flushing; the flush comes at the end of the read batch (`channelReadComplete`).
+    private func write(_ buffer: ByteBuffer) {
+        guard let output else { return }
+        output.write(NIOAny(buffer), promise: nil)
+        needsFlush = true
+    }
+
+    private func flushIfNeeded() {
+        guard needsFlush else { return }
+        needsFlush = false
+        output?.flush()
+    }
+
+    private func refreshSession() {
+        let logic = comet.logic
+        let (mid, key, server, logger, counters, id) = (mid, key, comet.server, comet.logger, comet.counters, id)
+        comet.logicCalls.spawn(limited: false) {
+            do {
+                try await logic.heartbeat(mid: mid, key: key, server: server)
+            } catch {
+                counters.increment(\.logicErrors)
+                logger.warning(
+                    "Logic Heartbeat failed",
+                    metadata: ["goim.conn": "\(id)", "goim.mid": "\(mid)", "goim.key": "\(key)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private func forwardToLogic(_ packet: Packet) {
+        var proto = Goim_Protocol_Proto()
+        proto.ver = Int32(packet.version)
+        proto.op = packet.operation.rawValue
+        proto.seq = packet.sequence
+        proto.body = Data(packet.body.readableBytesView)
+        receivesInFlight += 1
+        if receivesInFlight >= Self.maxReceivesInFlight { pause(.logic) }
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        let logic = comet.logic
+        let (mid, logger, counters, id) = (mid, comet.logger, comet.counters, id)
+        let message = proto
+        comet.logicCalls.spawn(limited: false) {
+            do {
+                try await logic.receive(mid: mid, proto: message)
+            } catch {
+                counters.increment(\.logicErrors)
+                logger.warning("Logic Receive failed", metadata: ["goim.conn": "\(id)", "goim.mid": "\(mid)", "error": "\(error)"])
+            }
+            bound.eventLoop.execute {
+                let handler = bound.value
+                handler.receivesInFlight -= 1
+                if handler.receivesInFlight < Self.maxReceivesInFlight { handler.resume(.logic) }
+            }
+        }
+    }
+
+    // MARK: rooms and watch set
+
+    private func join(_ id: String) {
+        room = loop.join(self, room: id, directory: comet.rooms)
+    }
+
+    private func leaveRoom() {
+        guard let room else { return }
+        loop.leave(self, room: room, directory: comet.rooms)
+        self.room = nil
+    }
+
+    /// goim's ChangeRoom. Changing to the current room changes nothing (goim dropped a client alone in it:
+    /// bug 13); an empty id leaves the room.
+    private func changeRoom(to id: String) {
+        if let room, room.info.id == id { return }
+        leaveRoom()
+        if !id.isEmpty { join(id) }
+    }
+
+    func watches(_ operation: Int32) -> Bool {
+        state == .open && watch.contains(operation)
+    }
+
+    // MARK: pushes
+
+    /// Writes an already encoded push and flushes (one flush per channel per push). Skipped while the channel is
+    /// unwritable: the slow-consumer policy then closes it or drops what does not fit.
+    func deliver(_ push: Push) {
+        guard state == .open, let output else { return }
+        guard writable else {
+            loop.dropped += 1
+            return
+        }
+        output.writeAndFlush(NIOAny(push.bytes(for: transport)), promise: nil)
+        loop.delivered += 1
+        if whitelisted { trace("push \(push.bytes(for: transport).readableBytes) bytes") }
+    }
+
+    func pushIfWatching(_ operation: Int32, _ push: Push) {
+        if watches(operation) { deliver(push) }
+    }
+
+    // MARK: closing
+
+    /// The sweep found `deadline` passed.
+    func expire() {
+        switch state {
+        case .awaitingAuth, .authenticating:
+            comet.counters.increment(\.handshakeTimeouts)
+            close(reason: "handshake timeout: no successful auth within \(comet.configuration.proto.handshakeTimeout)")
+        case .open:
+            comet.counters.increment(\.heartbeatTimeouts)
+            close(reason: "heartbeat timeout: no heartbeat within \(heartbeatTimeout.nanoseconds / 1_000_000) ms")
+        case .closed:
+            break
+        }
+    }
+
+    /// Closes the connection; `closed()` runs when the channel is closed and does the bookkeeping.
+    func close(reason: String, level: Logger.Level = .info) {
+        guard state != .closed, closeReason == nil else { return }
+        closeReason = reason
+        closeLevel = level
+        channel.close(promise: nil)
+    }
+
+    /// Runs once, from the channel's close future, whoever closed it: removes the connection from the sweep list,
+    /// the IP table, its room and its bucket, then calls Logic `Disconnect` once, unless a newer connection with the
+    /// same key holds the session now (then Disconnect would delete the newer session's routing: goim bug 1).
+    func closed() {
+        guard state != .closed else { return }
+        let wasOpen = state == .open
+        state = .closed
+        loop.remove(self)
+        comet.ips.release(ip)
+        leaveRoom()
+        var holder = false
+        if inBucket {
+            holder = comet.buckets.remove(key: key, id: id)
+            inBucket = false
+        }
+        if wasOpen {
+            if holder {
+                comet.disconnect(mid: mid, key: key, connection: id)
+            } else {
+                comet.counters.increment(\.replaced)
+            }
+        }
+        let reason = closeReason ?? "closed by peer"
+        let level = closeReason == nil ? Logger.Level.debug : closeLevel
+        comet.logger.log(level: level, "connection closed: \(reason)", metadata: logMetadata)
+        trace("closed: \(reason)")
+        output = nil
+        queued = []
+    }
+}
+
+/// Closes a connection refused at accept (per-IP limit) as soon as it is active.
+final class RefuseHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.close(promise: nil)
+    }
+}

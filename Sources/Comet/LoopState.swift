@@ -1,0 +1,132 @@
+import NIOCore
+
+/// One room's members on one event loop. Members are an array with O(1) swap-remove; each handler remembers its
+/// index. `info` holds the comet-wide counts.
+final class LoopRoom {
+    let info: RoomInfo
+    var members: ContiguousArray<ConnectionHandler> = []
+
+    init(info: RoomInfo) {
+        self.info = info
+    }
+}
+
+/// Everything one event loop owns: its connections (for the timeout sweep and `Broadcast`), its share of every
+/// room, and hot-path counters. Only ever touched on `eventLoop`, so nothing here takes a lock: a room broadcast
+/// hops to each loop once and writes to that loop's members in a plain loop.
+final class LoopState {
+    let eventLoop: any EventLoop
+    let counters: Counters
+    /// Every connection of this loop, from accept to close, in no order.
+    private(set) var connections: ContiguousArray<ConnectionHandler> = []
+    private(set) var rooms: [String: LoopRoom] = [:]
+    /// Pushes written (one per recipient).
+    var delivered = 0
+    /// Pushes skipped because the recipient was a slow consumer.
+    var dropped = 0
+
+    init(eventLoop: any EventLoop, counters: Counters) {
+        self.eventLoop = eventLoop
+        self.counters = counters
+    }
+
+    // MARK: connections
+
+    func add(_ connection: ConnectionHandler) {
+        connection.sweepIndex = connections.count
+        connections.append(connection)
+    }
+
+    func remove(_ connection: ConnectionHandler) {
+        let index = connection.sweepIndex
+        guard index >= 0, index < connections.count, connections[index] === connection else { return }
+        let last = connections.removeLast()
+        if index < connections.count {
+            connections[index] = last
+            last.sweepIndex = index
+        }
+        connection.sweepIndex = -1
+    }
+
+    /// Closes connections past their deadline (handshake or heartbeat). One pass per sweep interval over this
+    /// loop's connections replaces goim's per-connection timers.
+    func sweep(now: NIODeadline) {
+        var expired: [ConnectionHandler] = []
+        for connection in connections where connection.deadline < now {
+            expired.append(connection)
+        }
+        // Closing mutates `connections`, so close after the pass.
+        for connection in expired { connection.expire() }
+    }
+
+    // MARK: rooms
+
+    /// Adds `connection` to room `id` on this loop, counting it in `directory`.
+    func join(_ connection: ConnectionHandler, room id: String, directory: RoomDirectory) -> LoopRoom {
+        let info = directory.join(id)
+        let room: LoopRoom
+        if let existing = rooms[id] {
+            room = existing
+        } else {
+            room = LoopRoom(info: info)
+            rooms[id] = room
+        }
+        connection.roomIndex = room.members.count
+        room.members.append(connection)
+        return room
+    }
+
+    func leave(_ connection: ConnectionHandler, room: LoopRoom, directory: RoomDirectory) {
+        let index = connection.roomIndex
+        if index >= 0, index < room.members.count, room.members[index] === connection {
+            let last = room.members.removeLast()
+            if index < room.members.count {
+                room.members[index] = last
+                last.roomIndex = index
+            }
+            if room.members.isEmpty, rooms[room.info.id] === room {
+                rooms.removeValue(forKey: room.info.id)
+            }
+        }
+        connection.roomIndex = -1
+        directory.leave(room.info)
+    }
+
+    // MARK: fan-out
+
+    /// Writes `push` to every member of room `id` on this loop; room pushes ignore watch sets (goim).
+    func broadcastRoom(_ id: String, push: Push) {
+        guard let room = rooms[id] else { return }
+        // Iterating a value copy: a member closing during the loop (write error) cannot disturb it.
+        for member in room.members {
+            member.deliver(push)
+        }
+    }
+
+    /// Writes `push` to every connection of this loop that watches `operation`.
+    func broadcast(operation: Int32, push: Push) {
+        for connection in connections where connection.watches(operation) {
+            connection.deliver(push)
+        }
+    }
+
+    /// `Broadcast` with a speed: delivers to `recipients[start...]` in chunks of `chunk`, one chunk per `interval`.
+    func pacedBroadcast(
+        _ recipients: ContiguousArray<ConnectionHandler>, from start: Int, chunk: Int, interval: TimeAmount, operation: Int32,
+        push: Push
+    ) {
+        let end = min(start + chunk, recipients.count)
+        for index in start..<end where recipients[index].watches(operation) {
+            recipients[index].deliver(push)
+        }
+        guard end < recipients.count else { return }
+        eventLoop.assumeIsolated().scheduleTask(in: interval) {
+            self.pacedBroadcast(recipients, from: end, chunk: chunk, interval: interval, operation: operation, push: push)
+        }
+    }
+
+    /// Connections of this loop that watch `operation` now (the snapshot a paced broadcast walks).
+    func watchers(of operation: Int32) -> ContiguousArray<ConnectionHandler> {
+        ContiguousArray(connections.lazy.filter { $0.watches(operation) })
+    }
+}

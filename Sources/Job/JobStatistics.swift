@@ -1,0 +1,80 @@
+import Synchronization
+
+/// Counters of what this job did since it started. Every queue message ends in exactly one of
+/// `delivered`, `partiallyDelivered`, `undeliverable`, `rejected`, `malformed` or `abandoned`
+/// (the last only at shutdown, when the message is handed back to the queue).
+public final class JobStatistics: Sendable {
+    /// Messages fetched from JetStream (redeliveries included).
+    public let received = Atomic<Int>(0)
+    /// Messages every target comet accepted.
+    public let delivered = Atomic<Int>(0)
+    /// Room or broadcast messages that some comets accepted while others left the registry first.
+    public let partiallyDelivered = Atomic<Int>(0)
+    /// Messages no comet could take: the named comet (PUSH) or every comet (ROOM, BROADCAST) is not
+    /// in the registry. Logged and acknowledged: never a silent drop.
+    public let undeliverable = Atomic<Int>(0)
+    /// Messages a comet refused as invalid (e.g. goim's "rpc pushmsg arg error"); not retried.
+    public let rejected = Atomic<Int>(0)
+    /// Queue messages that are not a valid `PushMsg`: logged and terminated, never redelivered.
+    public let malformed = Atomic<Int>(0)
+    /// Messages still in flight when shutdown's grace period ended: handed back to the queue (nak).
+    public let abandoned = Atomic<Int>(0)
+    /// Failed comet calls that were retried.
+    public let retries = Atomic<Int>(0)
+    /// Comet RPCs that succeeded (one `BroadcastRoom` may carry many messages).
+    public let cometCalls = Atomic<Int>(0)
+    /// `BroadcastRoom` calls and the messages they carried (their ratio is the mean batch size).
+    public let roomBatches = Atomic<Int>(0)
+    public let roomBatchedMessages = Atomic<Int>(0)
+    /// Acknowledgements that failed even after retrying (the message will be redelivered).
+    public let ackFailures = Atomic<Int>(0)
+
+    public init() {}
+
+    /// A plain copy of the counters.
+    public var snapshot: Snapshot {
+        Snapshot(
+            received: received.load(ordering: .relaxed),
+            delivered: delivered.load(ordering: .relaxed),
+            partiallyDelivered: partiallyDelivered.load(ordering: .relaxed),
+            undeliverable: undeliverable.load(ordering: .relaxed),
+            rejected: rejected.load(ordering: .relaxed),
+            malformed: malformed.load(ordering: .relaxed),
+            abandoned: abandoned.load(ordering: .relaxed),
+            retries: retries.load(ordering: .relaxed),
+            cometCalls: cometCalls.load(ordering: .relaxed),
+            roomBatches: roomBatches.load(ordering: .relaxed),
+            roomBatchedMessages: roomBatchedMessages.load(ordering: .relaxed),
+            ackFailures: ackFailures.load(ordering: .relaxed)
+        )
+    }
+
+    public struct Snapshot: Sendable, Equatable, CustomStringConvertible {
+        public var received: Int
+        public var delivered: Int
+        public var partiallyDelivered: Int
+        public var undeliverable: Int
+        public var rejected: Int
+        public var malformed: Int
+        public var abandoned: Int
+        public var retries: Int
+        public var cometCalls: Int
+        public var roomBatches: Int
+        public var roomBatchedMessages: Int
+        public var ackFailures: Int
+
+        /// Messages that reached a final outcome (acknowledged or terminated).
+        public var finished: Int { delivered + partiallyDelivered + undeliverable + rejected + malformed }
+
+        public var description: String {
+            "received=\(received) delivered=\(delivered) partial=\(partiallyDelivered) undeliverable=\(undeliverable) "
+                + "rejected=\(rejected) malformed=\(malformed) abandoned=\(abandoned) retries=\(retries) "
+                + "cometCalls=\(cometCalls) roomBatches=\(roomBatches)/\(roomBatchedMessages) ackFailures=\(ackFailures)"
+        }
+    }
+}
+
+extension Atomic<Int> {
+    @inline(__always)
+    func increment(by amount: Int = 1) { _ = wrappingAdd(amount, ordering: .relaxed) }
+}
