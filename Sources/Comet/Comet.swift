@@ -198,9 +198,10 @@ final class Comet: Sendable {
     /// `BroadcastRoom`: one hop to each event loop, which writes to its members of the room.
     func broadcastRoom(_ id: String, push: Push) {
         guard rooms.info(for: id) != nil else { return }
-        for box in loops {
+        for (index, box) in loops.enumerated() {
+            let local = index == 0 ? push : push.copy()
             box.eventLoop.execute {
-                box.value.broadcastRoom(id, push: push)
+                box.value.broadcastRoom(id, push: local)
             }
         }
     }
@@ -209,9 +210,10 @@ final class Comet: Sendable {
     /// `speed` connections per second (goim slept whole seconds per bucket).
     func broadcast(operation: Int32, push: Push, speed: Int32) {
         guard speed > 0 else {
-            for box in loops {
+            for (index, box) in loops.enumerated() {
+                let local = index == 0 ? push : push.copy()
                 box.eventLoop.execute {
-                    box.value.broadcast(operation: operation, push: push)
+                    box.value.broadcast(operation: operation, push: local)
                 }
             }
             return

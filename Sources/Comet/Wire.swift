@@ -92,6 +92,20 @@ struct Push: Sendable {
         }
     }
 
+    /// The same bytes in new storage. Each event loop gets its own copy of a broadcast, so the reference count that
+    /// every write retains and releases is only ever touched by one thread (no cache-line ping-pong between cores).
+    func copy(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> Push {
+        var frame = allocator.buffer(capacity: webSocket.readableBytes)
+        frame.writeImmutableBuffer(webSocket)
+        let tcpOffset = webSocket.readableBytes - tcp.readableBytes
+        return Push(webSocket: frame, tcp: frame.getSlice(at: frame.readerIndex + tcpOffset, length: tcp.readableBytes)!)
+    }
+
+    private init(webSocket: ByteBuffer, tcp: ByteBuffer) {
+        self.webSocket = webSocket
+        self.tcp = tcp
+    }
+
     func bytes(for transport: TransportKind) -> ByteBuffer {
         transport == .tcp ? tcp : webSocket
     }

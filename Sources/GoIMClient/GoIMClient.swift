@@ -94,7 +94,8 @@ public final class GoIMClient: Sendable {
     // MARK: connecting
 
     /// Connects (and for WebSocket, upgrades). Throws `GoIMClientError.upgradeRefused` when the server does not
-    /// switch protocols.
+    /// switch protocols. `localAddress` binds the client side to a source IP (e.g. `127.0.0.2`), so more
+    /// connections than one address's ephemeral ports can be opened to one server port.
     public static func connect(
         host: String = "127.0.0.1",
         port: Int,
@@ -102,7 +103,8 @@ public final class GoIMClient: Sendable {
         delivery: Delivery = .stream,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         connectTimeout: TimeAmount = .seconds(10),
-        receiveBufferSize: Int? = nil
+        receiveBufferSize: Int? = nil,
+        localAddress: String? = nil
     ) async throws -> GoIMClient {
         let (stream, continuation) = AsyncStream.makeStream(of: ReceivedPacket.self, bufferingPolicy: .unbounded)
         let counter = ReceiveCounter()
@@ -122,6 +124,10 @@ public final class GoIMClient: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
         if let receiveBufferSize {
             bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: .init(receiveBufferSize))
+        }
+        if let localAddress {
+            // A source address of its own (e.g. 127.0.0.2) gives another ephemeral port range.
+            bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: localAddress, port: 0))
         }
 
         switch transport {

@@ -180,8 +180,13 @@ extension CometSuite {
                 let refused = try await RawClient.connect(port: comet.tcpPort)
                 try await refused.waitUntilClosed()
                 #expect(await comet.statistics().refusedPerIPLimit == 1)
+                // Another source address has its own count.
+                let elsewhere = try await GoIMClient.connect(port: comet.tcpPort, localAddress: "127.0.0.2")
+                try await elsewhere.auth(auth(key: "ip-other"))
+                #expect(await comet.statistics().distinctIPs == 2)
+                await elsewhere.close()
                 await a.close()
-                try await comet.waitForStatistics { $0.openConnections == 1 }
+                try await comet.waitForStatistics { $0.openConnections == 1 && $0.distinctIPs == 1 }
                 let c = try await comet.client(auth: auth(key: "ip-3"))
                 #expect(try await c.heartbeat() == 0)
                 await b.close()

@@ -125,11 +125,16 @@ extension CometSuite {
             #expect(Array(push.webSocket.readableBytesView).hex
                 == "8225" + "00000025001000010000000900000000" + "0000001500100001000003e80000000068656c6c6f")
 
+            let copy = push.copy()
+            #expect(copy.tcp == push.tcp)
+            #expect(copy.webSocket == push.webSocket)
+
             var plain = Goim_Protocol_Proto(version: 1, operation: 1000, sequence: 0, body: Array("hi".utf8))
             plain.seq = 3
             let single = Push(proto: plain)
             #expect(Array(single.tcp.readableBytesView).hex == "0000001200100001000003e8000000036869")
             #expect(Array(single.webSocket.readableBytesView).hex == "8212" + "0000001200100001000003e8000000036869")
+            #expect(single.copy().tcp == single.tcp)
 
             // 16-bit and 64-bit WebSocket lengths.
             let medium = Push(proto: Goim_Protocol_Proto(operation: 1000, body: Array(repeating: 1, count: 200)))
