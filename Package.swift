@@ -111,7 +111,7 @@ var targets: [Target] = [
         dependencies: ["GoIMRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
     ),
     .testTarget(name: "RedisTests", dependencies: ["Redis", "TestSupport", nio, nioPosix]),
-    .testTarget(name: "NATSTests", dependencies: ["NATS", "TestSupport"]),
+    .testTarget(name: "NATSTests", dependencies: ["NATS", "TestSupport", logging]),
     .testTarget(name: "GoIMConfigTests", dependencies: ["GoIMConfig"]),
     .testTarget(name: "RegistryTests", dependencies: ["Registry", "Redis", "GoIMConfig", "TestSupport"]),
     .testTarget(
@@ -160,6 +160,21 @@ if let jobTests = targets.first(where: { $0.name == "JobTests" }),
 {
     jobTests.dependencies += ["Comet", "GoIMClient"]
     jobTests.swiftSettings = (jobTests.swiftSettings ?? []) + [.define("JOB_REAL_COMET")]
+}
+
+// StackTests run the built comet, logic and job executables as separate processes (with goim clients against them):
+// only when the whole stack is part of the build, so GOIM_ONLY subsets stay buildable.
+if ["CometMain", "LogicMain", "JobMain", "GoIMClient"].allSatisfy({ name in targets.contains { $0.name == name } }) {
+    targets.append(
+        .testTarget(
+            name: "StackTests",
+            dependencies: [
+                "GoIMClient", "GoIMProtocol", "TestSupport", nio, nioPosix,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ))
 }
 
 let products: [Product] = [("comet", "CometMain"), ("logic", "LogicMain"), ("job", "JobMain"), ("goim-bench", "Bench")]

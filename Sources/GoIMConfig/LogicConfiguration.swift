@@ -6,6 +6,9 @@ public struct LogicConfiguration: Sendable, Equatable {
         public var maxBodySize: Int = 1 << 20
         /// When set, `/goim/push/*` requires `Authorization: Bearer <token>` (off by default, as goim).
         public var pushToken: String = ""
+        /// Browser origins (`http://host:port`) allowed to call the API from a page (CORS), or `*` for any;
+        /// empty (the default, as goim): no CORS headers, so pages of other origins cannot read the replies.
+        public var corsOrigins: [String] = []
     }
 
     public struct RPCServer: Sendable, Equatable {
@@ -76,6 +79,10 @@ public struct LogicConfiguration: Sendable, Equatable {
         httpServer.addr = h.address("addr", default: ":3111")
         httpServer.maxBodySize = h.int("maxBodySize", default: d.httpServer.maxBodySize, in: 1...(64 << 20))
         httpServer.pushToken = h.string("pushToken", default: "")
+        httpServer.corsOrigins = h.strings("corsOrigins", default: [])
+        for origin in httpServer.corsOrigins where !Self.isCORSOrigin(origin) {
+            h.invalid("corsOrigins", "\"\(origin)\"", "expected \"*\" or an origin such as \"http://127.0.0.1:1999\" (scheme://host[:port], no path)")
+        }
 
         let r = reader.section("rpcServer")
         rpcServer.addr = r.address("addr", default: ":3119")
@@ -133,6 +140,16 @@ public struct LogicConfiguration: Sendable, Equatable {
             "redis.idleTimeout", "redis.writeTimeout",
         ])
         try reader.finish()
+    }
+
+    /// `*`, or `scheme://host[:port]` as a browser sends it in `Origin` (no path, no trailing slash).
+    static func isCORSOrigin(_ text: String) -> Bool {
+        if text == "*" { return true }
+        guard let separator = text.range(of: "://") else { return false }
+        let scheme = text[..<separator.lowerBound]
+        let authority = text[separator.upperBound...]
+        return !scheme.isEmpty && scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) })
+            && !authority.isEmpty && !authority.contains(where: { "/?#* ".contains($0) })
     }
 
     /// `node.heartbeat × node.heartbeatMax`: the server-side idle timeout handed to comets in `ConnectReply`.

@@ -30,10 +30,14 @@ public struct LogicHTTPResponder: HTTPResponder {
     /// Health probes (Redis, NATS) for `/health`.
     let health: @Sendable () async -> [(name: String, error: String?)]
 
-    public init(core: LogicCore, maxBodySize: Int, pushToken: String) {
+    /// `httpServer.corsOrigins`, lower-cased: origins whose pages may read the replies, `*` for any.
+    let corsOrigins: [String]
+
+    public init(core: LogicCore, maxBodySize: Int, pushToken: String, corsOrigins: [String] = []) {
         self.core = core
         self.maxBodySize = maxBodySize
         self.pushToken = pushToken
+        self.corsOrigins = corsOrigins.map { $0.lowercased() }
         self.health = { [core] in
             async let redis: String? = Self.probe { try await core.routing.ping() }
             async let nats: String? = Self.probe { try await core.queue.ping() }
@@ -53,6 +57,17 @@ public struct LogicHTTPResponder: HTTPResponder {
     }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
+        guard let origin = allowedOrigin(request) else { return try await route(request, context: context) }
+        if request.method == .options, let method = Self.routes[request.uri.path] {
+            return Self.preflight(origin: origin, method: method)
+        }
+        var response = try await route(request, context: context)
+        response.headers[.accessControlAllowOrigin] = origin
+        if origin != "*" { response.headers[.vary] = "Origin" }
+        return response
+    }
+
+    private func route(_ request: Request, context: Context) async throws -> Response {
         let path = request.uri.path
         let method = request.method
         do {
@@ -75,6 +90,36 @@ public struct LogicHTTPResponder: HTTPResponder {
             }
             return Self.failure(error)
         }
+    }
+
+    // MARK: - CORS
+
+    /// Each route's method, for CORS preflight requests (the `switch` in `route` is the router).
+    static let routes: [String: HTTPRequest.Method] = [
+        "/goim/push/keys": .post, "/goim/push/mids": .post, "/goim/push/room": .post, "/goim/push/all": .post,
+        "/goim/online/top": .get, "/goim/online/room": .get, "/goim/online/total": .get,
+        "/goim/nodes/weighted": .get, "/goim/nodes/instances": .get, "/health": .get,
+    ]
+
+    /// The `Access-Control-Allow-Origin` value for this request: `*` when any origin is allowed, the request's
+    /// `Origin` when it is listed, nil (no CORS headers at all, as goim) otherwise.
+    private func allowedOrigin(_ request: Request) -> String? {
+        guard !corsOrigins.isEmpty, let origin = request.headers[.origin] else { return nil }
+        if corsOrigins.contains("*") { return "*" }
+        return corsOrigins.contains(origin.lowercased()) ? origin : nil
+    }
+
+    /// The answer to a browser's `OPTIONS` preflight (sent before a push with `Authorization` or a JSON body).
+    static func preflight(origin: String, method: HTTPRequest.Method) -> Response {
+        var headers: HTTPFields = [
+            .accessControlAllowOrigin: origin,
+            .accessControlAllowMethods: "\(method.rawValue), OPTIONS",
+            .accessControlAllowHeaders: "Authorization, Content-Type",
+            .accessControlMaxAge: "600",
+            .contentLength: "0",
+        ]
+        if origin != "*" { headers[.vary] = "Origin" }
+        return Response(status: .noContent, headers: headers)
     }
 
     // MARK: - Push routes

@@ -62,7 +62,8 @@ public final class LogicServer: Sendable {
             services: [LogicRPCService(core: core, logger: logger)])
         http = Application(
             responder: LogicHTTPResponder(
-                core: core, maxBodySize: configuration.httpServer.maxBodySize, pushToken: configuration.httpServer.pushToken),
+                core: core, maxBodySize: configuration.httpServer.maxBodySize, pushToken: configuration.httpServer.pushToken,
+                corsOrigins: configuration.httpServer.corsOrigins),
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.httpServer.addr.host, port: configuration.httpServer.addr.port)),
             onServerRunning: { channel in

@@ -78,6 +78,7 @@ public final class NATSConnection: @unchecked Sendable {
     /// published, then closes. libnats closes anyway after `timeout`.
     public func drain(timeout: Duration = .seconds(5)) async throws {
         // Returns at once: libnats drains on its own thread and then closes the connection.
+        events.markClosing()
         let status = natsConnection_DrainTimeout(connection, timeout.milliseconds)
         if status != NATS_CONNECTION_CLOSED && status != NATS_DRAINING {
             try check(status, "drain")
@@ -88,6 +89,7 @@ public final class NATSConnection: @unchecked Sendable {
 
     /// Closes the connection at once; blocked calls (flush, request, fetch) fail with `.connectionClosed`.
     public func close() async {
+        events.markClosing()
         _ = try? await blocking("close", cancellable: false) { natsConnection_Close($0) }
         try? await pool.shutdownGracefully()
     }
@@ -231,10 +233,16 @@ private func openConnection(_ configuration: NATSConfiguration, events: Connecti
 final class ConnectionEvents: Sendable {
     let logger: Logger
     private let state = Mutex<(closed: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    /// Set by `drain`/`close`: the disconnection libnats then reports is ours, not a lost server.
+    private let closing = Atomic<Bool>(false)
 
     init(logger: Logger) {
         self.logger = logger
     }
+
+    func markClosing() { closing.store(true, ordering: .sequentiallyConsistent) }
+
+    var isClosing: Bool { closing.load(ordering: .sequentiallyConsistent) }
 
     func markClosed() {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
@@ -261,7 +269,12 @@ final class ConnectionEvents: Sendable {
 private func onDisconnected(_ connection: OpaquePointer?, _ closure: UnsafeMutableRawPointer?) {
     guard let closure else { return }
     let events = Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue()
-    events.logger.warning("NATS disconnected, reconnecting")
+    // libnats reports a disconnection on close and drain too: only an unexpected one is worth a warning.
+    if events.isClosing {
+        events.logger.debug("NATS disconnected (closing)")
+    } else {
+        events.logger.warning("NATS disconnected, reconnecting")
+    }
 }
 
 private func onReconnected(_ connection: OpaquePointer?, _ closure: UnsafeMutableRawPointer?) {

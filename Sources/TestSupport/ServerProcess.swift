@@ -160,13 +160,37 @@ public enum TestServers {
 
     private static let handedOut = NIOLockedPorts()
 
+    /// The kernel's ephemeral range (outgoing connections and port-0 binds take their local ports from it).
+    private static let ephemeralLow: Int = {
+        guard let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8),
+            let low = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap({ Int($0) })
+        else { return 32768 }
+        return low
+    }()
+
+    /// A port that is free now, taken below the ephemeral range when there is room: a port the kernel hands out
+    /// for port 0 can be taken a moment later as the local port of some test's outgoing connection, before the
+    /// server process it was meant for binds it ("Address already in use", seen under parallel tests).
     private static func kernelFreePort() -> Int {
+        if ephemeralLow > 12_000 {
+            for _ in 0..<200 {
+                let port = Int.random(in: 10_000..<ephemeralLow)
+                if canBind(port) { return port }
+            }
+        }
+        return bindPort(0)!
+    }
+
+    private static func canBind(_ port: Int) -> Bool { bindPort(port) != nil }
+
+    /// Binds a TCP socket to 127.0.0.1:`port` (0: any), closes it and returns the port, or nil when taken.
+    private static func bindPort(_ port: Int) -> Int? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         precondition(fd >= 0, "socket() failed")
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {
@@ -174,7 +198,10 @@ public enum TestServers {
                 bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
             }
         }
-        precondition(bound, "bind to 127.0.0.1:0 failed")
+        guard bound else {
+            precondition(port != 0, "bind to 127.0.0.1:0 failed")
+            return nil
+        }
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
@@ -235,6 +262,17 @@ public enum TestServers {
         return ServerProcess(
             name: name, executable: try builtProductPath(name), arguments: arguments, port: port,
             directory: directory, environment: environment)
+    }
+
+    /// Runs any program (e.g. `python3`, `chromium`) as a separate process in its own temporary directory;
+    /// `start()` returns once something accepts connections on `port`.
+    public static func program(
+        _ name: String, path: String, arguments: [String], port: Int, environment: [String: String]? = nil
+    ) throws -> ServerProcess {
+        let directory = try temporaryDirectory(name)
+        return ServerProcess(
+            name: name, executable: path, arguments: arguments, port: port, directory: directory,
+            environment: environment)
     }
 
     /// Where `swift build` put executable `name`: beside the test bundle.

@@ -95,7 +95,7 @@ extension GoIMClient {
     }
 }
 
-@Suite("Job with real comets and goim clients", .serialized)
+@Suite("Job with real comets and goim clients", .serialized, .timeLimit(.minutes(3)))
 struct JobEndToEndTests {
     @Test("Key, room and broadcast pushes reach goim TCP and WebSocket clients through real comets")
     func endToEnd() async throws {
@@ -141,12 +141,15 @@ struct JobEndToEndTests {
         try await harness.withRunning(job) {
             let first = try await RealComet.start("comet-1", harness: harness)
             let before = try await first.client(mid: 1, key: "k", room: "live://1", accepts: [])
+            // Publish only once job knows the comet (a message for a room on no known comet goes nowhere).
+            try #require(await eventually { job.pool.comet("comet-1") != nil }, "job did not find comet-1")
             try await harness.publishRoom("live://1", "before")
             #expect(try await before.pushes(1).map { String(buffer: $0.packet.body) } == ["before"])
             await before.close()
             await first.stop()  // deregisters
             let second = try await RealComet.start("comet-1", harness: harness)
             let after = try await second.client(mid: 1, key: "k", room: "live://1", accepts: [])
+            try #require(await eventually { job.pool.comet("comet-1") != nil }, "job did not find comet-1 again")
             try await harness.publishRoom("live://1", "after")
             #expect(try await after.pushes(1).map { String(buffer: $0.packet.body) } == ["after"])
             await after.close()

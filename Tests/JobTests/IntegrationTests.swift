@@ -10,7 +10,7 @@ import Testing
 
 /// Job against a real nats-server (JetStream), a real redis-server (the cluster registry) and real
 /// gRPC `goim.comet.Comet` servers that record what they receive.
-@Suite("Job with NATS, Redis and gRPC comets", .serialized)
+@Suite("Job with NATS, Redis and gRPC comets", .serialized, .timeLimit(.minutes(3)))
 struct JobIntegrationTests {
     @Test("PUSH reaches the named comet; ROOM and BROADCAST reach every comet")
     func pushTypes() async throws {
@@ -192,16 +192,18 @@ struct JobIntegrationTests {
 
     @Test("A message retried for longer than ackWait is kept in progress, not redelivered")
     func keepsInProgress() async throws {
-        let harness = try await JobHarness.start { $0.consumer.ackWait = .seconds(1) }
+        // 2 s, not less: under a loaded full-suite run the ack of "warm" itself can take over a second.
+        let harness = try await JobHarness.start { $0.consumer.ackWait = .seconds(2) }
         defer { Task { await harness.stop() } }
         let comet = try await harness.addComet("comet-a")
         let job = try await harness.makeJob()
         try await harness.withRunning(job) {
             try await harness.publishRoom("live://1", "warm")
             #expect(await comet.recorder.wait { $0.roomMessages("live://1").count == 1 })
+            #expect(await eventually { job.statistics.delivered.load(ordering: .relaxed) == 1 })
             await comet.stop()
             try await harness.publishRoom("live://1", "slow")
-            try await Task.sleep(for: .milliseconds(2_500))
+            try await Task.sleep(for: .milliseconds(4_500))
             try await comet.start()
             #expect(await comet.recorder.wait { $0.roomMessages("live://1").count == 2 })
             try await Task.sleep(for: .milliseconds(300))
@@ -327,7 +329,12 @@ struct JobIntegrationTests {
         b.recorder.setRooms(["live://2"])
         let job = try await harness.makeJob()
         try await harness.withRunning(job) {
-            try await Task.sleep(for: .milliseconds(400))  // rooms learnt
+            // Until job learnt both comets' rooms (a fixed 400 ms sleep was too short on a loaded machine).
+            let learnt = await eventually {
+                job.pool.comet("comet-a")?.rooms.withLock({ $0 }) == ["live://1"]
+                    && job.pool.comet("comet-b")?.rooms.withLock({ $0 }) == ["live://2"]
+            }
+            try #require(learnt, "job did not learn the comets' rooms")
             try await harness.publishRoom("live://1", "one")
             try await harness.publishRoom("live://2", "two")
             try await harness.publishRoom("live://3", "nobody")

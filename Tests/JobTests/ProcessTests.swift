@@ -6,7 +6,7 @@ import TestSupport
 @testable import Job
 
 /// The `job` executable as a separate process.
-@Suite("job process", .serialized)
+@Suite("job process", .serialized, .timeLimit(.minutes(3)))
 struct JobProcessTests {
     /// A config file for the `job` process on the harness's servers.
     func writeConfig(_ harness: JobHarness) throws -> String {

@@ -1,3 +1,4 @@
+import Logging
 import NATS
 import TestSupport
 import Testing
@@ -158,6 +159,57 @@ struct NATSConnectionTests {
             service.cancel()
             try await service.value
             #expect(!connection.isConnected)
+        }
+    }
+}
+
+/// The warnings a connection logs: a disconnection we caused (close, drain) is not one; a lost server is.
+@Suite("NATS connection log")
+struct NATSConnectionLogTests {
+    /// Records the level and text of every message.
+    struct Capture: LogHandler {
+        let lines: Locked<[(Logger.Level, String)]>
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            lines.withLock { $0.append((event.level, "\(event.message)")) }
+        }
+    }
+
+    static func logger(_ lines: Locked<[(Logger.Level, String)]>) -> Logger {
+        Logger(label: "goim.nats.test", factory: { _ in Capture(lines: lines) })
+    }
+
+    static func warnings(_ lines: Locked<[(Logger.Level, String)]>) -> [String] {
+        lines.value.filter { $0.0 >= .warning }.map(\.1)
+    }
+
+    @Test func closeAndDrainLogNoWarning() async throws {
+        let server = try await TestServers.nats(jetStream: false)
+        try await server.withRunning { server in
+            for drain in [false, true] {
+                let lines = Locked<[(Logger.Level, String)]>([])
+                let connection = try await NATSConnection.connect(configuration(server), logger: Self.logger(lines))
+                if drain { try await connection.drain(timeout: .seconds(2)) } else { await connection.close() }
+                #expect(Self.warnings(lines) == [], "drain: \(drain)")
+            }
+        }
+    }
+
+    @Test func aLostServerIsAWarning() async throws {
+        let server = try await TestServers.nats(jetStream: false)
+        try await server.withRunning { server in
+            let lines = Locked<[(Logger.Level, String)]>([])
+            let connection = try await NATSConnection.connect(configuration(server), logger: Self.logger(lines))
+            server.stop()
+            #expect(await eventually { Self.warnings(lines).contains("NATS disconnected, reconnecting") })
+            await connection.close()
         }
     }
 }

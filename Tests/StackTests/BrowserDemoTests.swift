@@ -1,0 +1,137 @@
+import Foundation
+import HummingbirdTesting
+import TestSupport
+import Testing
+
+/// The browser demo (examples/web) in headless Chromium against the process stack, driven over the DevTools
+/// protocol. In the serialized stack suite: Chromium alone keeps both cores busy while it starts.
+extension StackTests {
+    static let chromium: String? = ["chromium", "chromium-browser", "google-chrome"].lazy
+        .compactMap { try? TestServers.locate($0) }.first
+
+    static func repositoryPath(_ path: String) -> String {
+        // Tests/StackTests/BrowserDemoTests.swift → repository root
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent(path).path
+    }
+
+    @Test(
+        "The browser demo shows room pushes and the online count, and its send box pushes through logic (CORS)",
+        .enabled(if: chromium != nil, "chromium is not installed (apt-get install chromium; scripts/install-deps does)"))
+    func browserDemo() async throws {
+        let chromium = try #require(Self.chromium)
+        let python = try TestServers.locate("python3")
+        let webPort = TestServers.freePort()
+        let origin = "http://127.0.0.1:\(webPort)"
+        var options = Stack.Options()
+        options.logicEnvironment = ["GOIM_HTTPSERVER_CORSORIGINS": origin]
+        try await Stack.run(options) { stack in
+            // The page is served as scripts/run-local serves it: python's static server, another origin than logic.
+            let web = try TestServers.program(
+                "web", path: python,
+                arguments: ["-m", "http.server", "\(webPort)", "--bind", "127.0.0.1", "--directory", Self.repositoryPath("examples/web")],
+                port: webPort)
+            try await web.start()
+            defer { web.stop() }
+
+            let comet = stack.comets[0]
+            let pageURL =
+                "\(origin)/?host=127.0.0.1&wsPort=\(comet.webSocketPort)&apiPort=\(stack.logics[0].httpPort)&mid=777&heartbeat=1"
+            let debugPort = TestServers.freePort()
+            let profile = try TestServers.temporaryDirectory("chromium-profile")
+            let browser = try TestServers.program(
+                "chromium", path: chromium,
+                arguments: [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                    "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--mute-audio",
+                    "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=\(debugPort)",
+                    "--user-data-dir=\(profile.path)", pageURL,
+                ],
+                port: debugPort)
+            try await browser.start(timeout: .seconds(60))
+            defer {
+                browser.stop()
+                try? FileManager.default.removeItem(at: profile)
+            }
+
+            let target = try await Self.pageTarget(debugPort: debugPort, urlPrefix: origin)
+            let page = try await DevToolsPage.connect(port: debugPort, path: target)
+            do {
+                try await Self.drive(page, stack: stack)
+            } catch {
+                let text = (try? await page.evaluate("document.body.innerText")) ?? "<page not readable>"
+                await page.close()
+                throw StackTestError(
+                    "\(error)\n---- page text ----\n\(text)\n---- chromium ----\n\(Self.withoutDBusNoise(browser.output).suffix(3000))")
+            }
+            await page.close()
+        }
+    }
+
+    /// Chromium's log without the lines about the missing D-Bus (always there in a container, never the problem).
+    static func withoutDBusNoise(_ output: String) -> String {
+        output.split(separator: "\n").filter { !$0.contains("dbus") && !$0.contains("DBus") }.joined(separator: "\n")
+    }
+
+    /// The DevTools WebSocket path of the page target showing `urlPrefix`, once Chromium lists it.
+    static func pageTarget(debugPort: Int, urlPrefix: String) async throws -> String {
+        var path: String?
+        try await eventually("chromium lists the demo page as a DevTools target") {
+            let body = try await TestClient.withClient(host: "127.0.0.1", port: debugPort) { client in
+                try await client.get("/json/list").body.map { String(buffer: $0) } ?? ""
+            }
+            let targets = (try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [[String: Any]]) ?? []
+            let page = targets.first { ($0["type"] as? String) == "page" && (($0["url"] as? String) ?? "").hasPrefix(urlPrefix) }
+            guard let address = page?["webSocketDebuggerUrl"] as? String, let url = URL(string: address) else { return false }
+            path = url.path
+            return true
+        }
+        return try #require(path)
+    }
+
+    static func drive(_ page: DevToolsPage, stack: Stack) async throws {
+        let comments = "Array.from(document.querySelectorAll('#comments li')).map(li => li.textContent).join('\\n')"
+        try await eventually("the page authenticated on the comet (status connected)") {
+            try await page.evaluate("document.getElementById('status').dataset.state") == "connected"
+        }
+        // The heartbeat reply's room count: the page is alone in live://1000.
+        try await eventually("the online counter shows 1") {
+            try await page.evaluate("document.getElementById('online').textContent") == "1"
+        }
+
+        // A push through the HTTP API appears on the page, as text (markup is not interpreted).
+        let pushed = "hello from the test <b>not bold</b>"
+        try await stack.push("/goim/push/room?operation=1000&type=live&room=1000", pushed)
+        try await eventually("the pushed message is on the page") {
+            try await page.evaluate(comments)?.contains(pushed) == true
+        }
+        #expect(try await page.evaluate("document.querySelectorAll('#comments b').length") == "0")
+
+        // A mid push (the page accepts 1000-1002) and a broadcast reach it too.
+        try await stack.push("/goim/push/mids?operation=1001&mids=777", "for mid 777")
+        try await stack.push("/goim/push/all?operation=1002", "for everyone")
+        try await eventually("the mid push and the broadcast are on the page") {
+            let text = try await page.evaluate(comments) ?? ""
+            return text.contains("for mid 777") && text.contains("for everyone")
+        }
+
+        // The send box posts to logic from the page's origin (CORS) and the message comes back through comet.
+        let typed = "typed in the browser"
+        _ = try await page.evaluate(
+            "(() => { document.getElementById('send-text').value = '\(typed)'; document.getElementById('send-form').requestSubmit(); })()")
+        try await eventually("the page's own message comes back") {
+            try await page.evaluate(comments)?.contains(typed) == true
+        }
+        try await eventually("the send box reports success") {
+            try await page.evaluate("document.getElementById('send-result').textContent") == "sent"
+        }
+
+        // Another member joins the room: the page's next heartbeat (every second here) shows 2.
+        let other = try await Member.connect("other", to: stack.comets[0], webSocket: false, mid: 778, room: "live://1000")
+        defer { Task { await other.close() } }
+        try await eventually("the online counter shows 2") {
+            try await page.evaluate("document.getElementById('online').textContent") == "2"
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import GoIMClient
+import GoIMProtocol
+import NIOCore
+import Synchronization
+import Testing
+
+/// One goim client connected to a comet process, recording every packet pushed to it.
+final class Member: Sendable {
+    struct Push: Sendable, Hashable {
+        var operation: Int32
+        var body: String
+        /// Came in a WebSocket op 9 envelope (TCP clients get the inner packets directly).
+        var inEnvelope: Bool
+    }
+
+    let name: String
+    let client: GoIMClient
+    let key: String
+    let mid: Int64
+    private let received: Received
+
+    private final class Received: Sendable {
+        let pushes = Mutex<[Push]>([])
+    }
+
+    private init(name: String, client: GoIMClient, key: String, mid: Int64, received: Received) {
+        self.name = name
+        self.client = client
+        self.key = key
+        self.mid = mid
+        self.received = received
+    }
+
+    /// Connects over TCP or WebSocket and authenticates (op 7 → op 8) with goim's JSON auth body.
+    static func connect(
+        _ name: String, to comet: Stack.Comet, webSocket: Bool, mid: Int64, room: String, accepts: [Int32] = [1000, 1001, 1002]
+    ) async throws -> Member {
+        let received = Received()
+        let client = try await GoIMClient.connect(
+            port: webSocket ? comet.webSocketPort : comet.tcpPort, transport: webSocket ? .webSocket() : .tcp,
+            delivery: .handler { packet in
+                let push = Push(
+                    operation: packet.packet.operation.rawValue, body: String(buffer: packet.packet.body),
+                    inEnvelope: packet.inEnvelope)
+                received.pushes.withLock { $0.append(push) }
+            })
+        let key = "\(name)-\(mid)-\(UInt32.random(in: 0...UInt32.max))"
+        do {
+            let reply = try await client.auth(AuthBody(mid: mid, key: key, roomID: room, platform: "test", accepts: accepts))
+            #expect(reply.operation == .authReply)
+        } catch {
+            await client.close()
+            throw error
+        }
+        return Member(name: name, client: client, key: key, mid: mid, received: received)
+    }
+
+    var pushes: [Push] { received.pushes.withLock { $0 } }
+
+    var bodies: [String] { pushes.map(\.body) }
+
+    func count(of body: String) -> Int { pushes.filter { $0.body == body }.count }
+
+    /// Waits until a push with `body` arrived and returns it.
+    @discardableResult
+    func receive(_ body: String, timeout: Duration = .seconds(20)) async throws -> Push {
+        try await eventually("\(name) receives \"\(body)\"", timeout: timeout) { self.count(of: body) > 0 }
+        return pushes.first { $0.body == body }!
+    }
+
+    /// Waits until every body in `bodies` arrived.
+    func receiveAll(_ bodies: some Collection<String>, timeout: Duration = .seconds(30)) async throws {
+        let wanted = Set(bodies)
+        do {
+            try await eventually("\(name) receives \(wanted.count) pushes", timeout: timeout) {
+                wanted.isSubset(of: Set(self.bodies))
+            }
+        } catch {
+            let missing = wanted.subtracting(self.bodies)
+            throw StackTestError("\(name) is missing \(missing.count) of \(wanted.count) pushes, e.g. \(missing.sorted().prefix(10))")
+        }
+    }
+
+    func close() async { await client.close() }
+}

@@ -1,0 +1,259 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import NIOCore
+import Synchronization
+import TestSupport
+import Testing
+
+/// A whole swift-goim cluster for one test, every part a separate process on its own free loopback ports: a
+/// redis-server, a nats-server (JetStream), the built `logic`, `comet` and `job` executables. Configured only
+/// through `GOIM_<SECTION>_<KEY>` environment overrides, with short registry and online periods so that the
+/// cluster notices comets coming and going within a second or two.
+final class Stack: Sendable {
+    struct Logic: Sendable {
+        let process: ServerProcess
+        let httpPort: Int
+        let rpcPort: Int
+    }
+
+    struct Comet: Sendable {
+        let name: String
+        let process: ServerProcess
+        let tcpPort: Int
+        let webSocketPort: Int
+        let rpcPort: Int
+    }
+
+    struct Options: Sendable {
+        var logics = 1
+        var comets = 1
+        var jobs = 1
+        /// Extra environment for every logic (e.g. `GOIM_HTTPSERVER_CORSORIGINS`).
+        var logicEnvironment: [String: String] = [:]
+    }
+
+    let redis: ServerProcess
+    let nats: ServerProcess
+    let logics: [Logic]
+    let comets: [Comet]
+    let jobs: [ServerProcess]
+
+    /// Registry periods: a comet rewrites its record every `registryRefresh`; a dead one disappears after `registryTTL`.
+    static let registryRefresh = "250ms"
+    static let registryTTL = "2s"
+
+    private init(redis: ServerProcess, nats: ServerProcess, logics: [Logic], comets: [Comet], jobs: [ServerProcess]) {
+        self.redis = redis
+        self.nats = nats
+        self.logics = logics
+        self.comets = comets
+        self.jobs = jobs
+    }
+
+    var processes: [ServerProcess] { jobs + comets.map(\.process) + logics.map(\.process) + [nats, redis] }
+
+    /// Starts the cluster, waits until every part sees every other, runs `body`, and stops every process whatever
+    /// happens (a process's output is attached to the failure when the cluster does not come up).
+    static func run(_ options: Options = Options(), _ body: (Stack) async throws -> Void) async throws {
+        var started: [ServerProcess] = []
+        let stack: Stack
+        do {
+            stack = try await start(options) { started.append($0) }
+        } catch {
+            for process in started.reversed() { process.stop() }
+            throw error
+        }
+        do {
+            try await body(stack)
+        } catch {
+            let outputs = stack.outputs
+            stack.stopAll()
+            throw StackTestError("\(error)\n\(outputs)")
+        }
+        stack.stopAll()
+    }
+
+    private static func start(_ options: Options, track: (ServerProcess) -> Void) async throws -> Stack {
+        let redis = try await TestServers.redis()
+        track(redis)
+        let nats = try await TestServers.nats(jetStream: true)
+        track(nats)
+        let shared = [
+            "GOIM_REDIS_ADDR": "127.0.0.1:\(redis.port)",
+            "GOIM_REGISTRY_TTL": registryTTL,
+            "GOIM_REGISTRY_REFRESH": registryRefresh,
+            "GOIM_LOG_LEVEL": "info",
+        ]
+        let natsShared = [
+            "GOIM_NATS_URLS": "nats://127.0.0.1:\(nats.port)",
+            "GOIM_NATS_MAXBYTES": "\(64 << 20)",
+        ]
+
+        var logics: [Logic] = []
+        for index in 0..<options.logics {
+            let (httpPort, rpcPort) = (TestServers.freePort(), TestServers.freePort())
+            var environment = shared.merging(natsShared) { $1 }
+            environment.merge([
+                "GOIM_ENV_HOST": "logic-\(index + 1)",
+                "GOIM_HTTPSERVER_ADDR": "127.0.0.1:\(httpPort)",
+                "GOIM_RPCSERVER_ADDR": "127.0.0.1:\(rpcPort)",
+                "GOIM_ONLINE_REFRESH": "250ms",
+            ]) { $1 }
+            environment.merge(options.logicEnvironment) { $1 }
+            let process = try TestServers.executable("logic", arguments: [], port: httpPort, environment: environment)
+            track(process)
+            try await process.start()
+            logics.append(Logic(process: process, httpPort: httpPort, rpcPort: rpcPort))
+        }
+
+        var comets: [Comet] = []
+        for index in 0..<options.comets {
+            let name = "comet-\(Character(UnicodeScalar(UInt8(ascii: "a") + UInt8(index))))"
+            let (tcp, webSocket, rpc) = (TestServers.freePort(), TestServers.freePort(), TestServers.freePort())
+            var environment = shared
+            environment.merge([
+                "GOIM_ENV_HOST": name,
+                "GOIM_ENV_ADDRS": "127.0.0.1",
+                "GOIM_EVENTLOOPTHREADS": "1",
+                "GOIM_TCP_BIND": "127.0.0.1:\(tcp)",
+                "GOIM_WEBSOCKET_BIND": "127.0.0.1:\(webSocket)",
+                "GOIM_RPCSERVER_ADDR": "127.0.0.1:\(rpc)",
+                // comet k talks to logic k mod n: with two logics both serve connections
+                "GOIM_RPCCLIENT_ADDRS": "127.0.0.1:\(logics[index % logics.count].rpcPort)",
+                "GOIM_ONLINE_INTERVAL": "250ms",
+            ]) { $1 }
+            let process = try TestServers.executable("comet", arguments: [], port: tcp, environment: environment)
+            track(process)
+            try await process.start()
+            comets.append(Comet(name: name, process: process, tcpPort: tcp, webSocketPort: webSocket, rpcPort: rpc))
+        }
+
+        var jobs: [ServerProcess] = []
+        for index in 0..<options.jobs {
+            var environment = shared.merging(natsShared) { $1 }
+            environment.merge([
+                "GOIM_ENV_HOST": "job-\(index + 1)",
+                // a killed job's unacknowledged messages come back after this
+                "GOIM_CONSUMER_ACKWAIT": "2s",
+                "GOIM_COMET_BACKOFF": "20ms",
+                "GOIM_COMET_MAXBACKOFF": "200ms",
+            ]) { $1 }
+            // job listens on no port: NATS's port is given so that start() returns once the process runs.
+            let process = try TestServers.executable("job", arguments: [], port: nats.port, environment: environment)
+            track(process)
+            try await process.start()
+            jobs.append(process)
+        }
+
+        let stack = Stack(redis: redis, nats: nats, logics: logics, comets: comets, jobs: jobs)
+        try await stack.waitUntilReady()
+        return stack
+    }
+
+    /// Every logic answers /health, lists every comet, and every job consumes and knows every comet.
+    private func waitUntilReady() async throws {
+        for logic in logics.indices {
+            try await eventually("logic \(logic + 1) healthy (Redis and NATS connected)") {
+                try await self.get("/health", logic: logic).status == 200
+            }
+        }
+        try await waitForInstances(Set(comets.map(\.name)))
+        for job in jobs {
+            try await eventually("\(job.name) consuming") { job.output.contains("consuming pushes") }
+            for comet in comets {
+                try await eventually("\(job.name) knows \(comet.name)") { Self.cometEvents("comet added", comet.name, in: job.output) >= 1 }
+            }
+        }
+    }
+
+    func stopAll() {
+        for process in processes { process.stop() }
+    }
+
+    // MARK: - Watching processes
+
+    /// How many times a job logged `event` ("comet added" or "comet removed") for comet `name`.
+    static func cometEvents(_ event: String, _ name: String, in output: String) -> Int {
+        output.split(separator: "\n").filter { $0.contains(event) && $0.contains("goim.server=\(name) ") }.count
+    }
+
+    /// Waits until every logic's `/goim/nodes/instances` lists exactly these comets.
+    func waitForInstances(_ names: Set<String>) async throws {
+        for logic in logics.indices {
+            try await eventually("logic \(logic + 1) lists comets \(names.sorted())") {
+                try await self.instanceNames(logic: logic) == names
+            }
+        }
+    }
+
+    func instanceNames(logic: Int = 0) async throws -> Set<String> {
+        let reply = try await get("/goim/nodes/instances", logic: logic)
+        guard let instances = reply.json?["data"] as? [[String: Any]] else { return [] }
+        return Set(instances.compactMap { $0["hostname"] as? String })
+    }
+
+    /// Output of every process, for failure messages.
+    var outputs: String {
+        processes.map { "---- \($0.name) (port \($0.port)) ----\n\($0.output.suffix(3000))" }.joined(separator: "\n")
+    }
+
+    // MARK: - HTTP API
+
+    struct Reply: Sendable {
+        var status: Int
+        var body: String
+        var headers: HTTPFields
+
+        /// The body as a JSON object (goim's envelope).
+        var json: [String: Any]? {
+            (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]
+        }
+
+        var code: Int? { json?["code"] as? Int }
+    }
+
+    func request(
+        _ method: HTTPRequest.Method, _ uri: String, body: String? = nil, headers: HTTPFields = [:], logic: Int = 0
+    ) async throws -> Reply {
+        try await TestClient.withClient(host: "127.0.0.1", port: logics[logic].httpPort) { client in
+            let response = try await client.execute(
+                TestClient.Request(uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }))
+            return Reply(
+                status: response.status.code, body: response.body.map { String(buffer: $0) } ?? "",
+                headers: response.headers)
+        }
+    }
+
+    func get(_ uri: String, logic: Int = 0) async throws -> Reply {
+        try await request(.get, uri, logic: logic)
+    }
+
+    /// POSTs a push and requires goim's `{"code":0,"message":""}`: logic acknowledged it (stored in JetStream).
+    func push(_ uri: String, _ message: String, logic: Int = 0) async throws {
+        let reply = try await request(.post, uri, body: message, logic: logic)
+        try #require(
+            reply.status == 200 && reply.body == #"{"code":0,"message":""}"#,
+            "push \(uri) was not accepted: HTTP \(reply.status) \(reply.body)")
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; fails with `what` after `timeout` (a bound for slow machines,
+/// never a timing assertion).
+func eventually(
+    _ what: @autoclosure () -> String, timeout: Duration = .seconds(20), _ condition: () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if (try? await condition()) == true { return }
+        if ContinuousClock.now >= deadline {
+            throw StackTestError("timed out waiting for: \(what())")
+        }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+}
+
+struct StackTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
