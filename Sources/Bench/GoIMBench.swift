@@ -155,17 +155,19 @@ struct Fanout: AsyncParsableCommand {
 
 struct EndToEnd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "e2e", abstract: "Room pushes through logic's HTTP API to clients: delivery and latency (HTTP accepted -> received).")
+        commandName: "e2e", abstract: "Room (or all) pushes through logic's HTTP API to clients: delivery and latency (HTTP accepted -> received).")
 
     @OptionGroup var client: ClientOptions
     @Option(help: "Logic HTTP address.") var logic = "127.0.0.1:3111"
     @Option(help: "Pushes per second.") var rate: Double = 20
     @Option(help: "Seconds to push for.") var duration: Double = 60
     @Option(help: "Message body size.") var body = 32
+    @Option(help: "room (the clients' room) or all (/goim/push/all).") var route = "room"
     @Flag(help: "JSON output.") var json = false
 
     func run() async throws {
         _ = raiseFileLimit()
+        guard ["room", "all"].contains(route) else { throw ValidationError("--route is room or all") }
         let fleet = try await client.start()
         let authed = fleet.total().authed
         let (type, id) = splitRoom(client.room)
@@ -180,7 +182,8 @@ struct EndToEnd: AsyncParsableCommand {
         for i in 0..<total {
             let due = start + .seconds(Double(i) / rate)
             if due > .now { try await Task.sleep(until: due) }
-            let (status, text) = try await poster.post("/goim/push/room?operation=1000&type=\(type)&room=\(id)", body: Stamp.body(size: body))
+            let path = route == "all" ? "/goim/push/all?operation=1000" : "/goim/push/room?operation=1000&type=\(type)&room=\(id)"
+            let (status, text) = try await poster.post(path, body: Stamp.body(size: body))
             if status == 200 && text.contains("\"code\":0") { accepted += 1 } else { failures += 1 }
             if i % 20 == 0 { progressLine("pushed \(i + 1)/\(total), delivered \(fleet.total().received)") }
         }
@@ -190,8 +193,8 @@ struct EndToEnd: AsyncParsableCommand {
         await poster.close()
         try await group.shutdownGracefully()
         let stopped = await fleet.stop()
-        var report = Report(scenario: "e2e room push via HTTP")
-        report.parameters = ["clients": "\(client.clients)", "rate": "\(rate)/s", "duration": "\(duration) s", "room": client.room]
+        var report = Report(scenario: "e2e \(route) push via HTTP")
+        report.parameters = ["clients": "\(client.clients)", "rate": "\(rate)/s", "duration": "\(duration) s", "room": client.room, "route": route]
         report.add("authenticated", Double(authed), "connections")
         report.add("pushes accepted", Double(accepted))
         report.add("push failures", Double(failures))

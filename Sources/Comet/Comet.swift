@@ -21,6 +21,8 @@ final class Counters: Sendable {
     let slowConsumerEpisodes = ManagedAtomic<Int>(0)
     let disconnects = ManagedAtomic<Int>(0)
     let logicErrors = ManagedAtomic<Int>(0)
+    /// `ConnectionHandler` objects alive (a leak check: it falls back to 0 once every client is gone).
+    let liveHandlers = ManagedAtomic<Int>(0)
 
     func increment(_ counter: KeyPath<Counters, ManagedAtomic<Int>>) {
         self[keyPath: counter].wrappingIncrement(ordering: .relaxed)
@@ -60,6 +62,8 @@ public struct CometStatistics: Sendable, Equatable {
     public var disconnects: Int
     /// Logic calls that failed.
     public var logicErrors: Int
+    /// Connection objects still in memory: equals `openConnections` once closes have settled (else a leak).
+    public var connectionObjects: Int = 0
 }
 
 /// The state one comet shares between its event loops, its gRPC service and its background services.
@@ -195,15 +199,21 @@ final class Comet: Sendable {
         }
     }
 
-    /// `BroadcastRoom`: one hop to each event loop, which writes to its members of the room.
-    func broadcastRoom(_ id: String, push: Push) {
+    /// `BroadcastRoom`: one hop to each event loop, which writes to its members of the room. Returns once every
+    /// loop has written (to the kernel, or to NIO's queue of a client that is behind), so that a caller that keeps
+    /// one call per room in flight (job) sees how busy this comet is and batches what arrives meanwhile, instead
+    /// of piling pushes up in the event loops' task queues.
+    func broadcastRoom(_ id: String, push: Push) async {
         guard rooms.info(for: id) != nil else { return }
+        var written: [EventLoopFuture<Void>] = []
+        written.reserveCapacity(loops.count)
         for (index, box) in loops.enumerated() {
             let local = index == 0 ? push : push.copy()
-            box.eventLoop.execute {
+            written.append(box.eventLoop.submit {
                 box.value.broadcastRoom(id, push: local)
-            }
+            })
         }
+        try? await EventLoopFuture.andAllComplete(written, on: loops[0].eventLoop).get()
     }
 
     /// `Broadcast`: every connection watching `operation`. With `speed` > 0 the comet paces itself to about
@@ -372,6 +382,7 @@ final class Comet: Sendable {
             ignoredBeforeAuth: c.ignoredBeforeAuth.load(ordering: .relaxed), replaced: c.replaced.load(ordering: .relaxed),
             slowConsumersClosed: c.slowConsumersClosed.load(ordering: .relaxed),
             slowConsumerEpisodes: c.slowConsumerEpisodes.load(ordering: .relaxed), delivered: delivered, dropped: dropped,
-            disconnects: c.disconnects.load(ordering: .relaxed), logicErrors: c.logicErrors.load(ordering: .relaxed))
+            disconnects: c.disconnects.load(ordering: .relaxed), logicErrors: c.logicErrors.load(ordering: .relaxed),
+            connectionObjects: c.liveHandlers.load(ordering: .relaxed))
     }
 }

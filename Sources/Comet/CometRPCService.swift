@@ -3,7 +3,8 @@ import GoIMRPC
 import NIOCore
 
 /// `goim.comet.Comet`, the service Job (and goim's job) drives. Each push is encoded once per transport here, then
-/// handed to the event loops; the RPC returns without waiting for the writes, like goim's non-blocking enqueue.
+/// handed to the event loops. `BroadcastRoom` returns once the loops have written it (goim returned at once), which
+/// lets job batch a busy room; the other pushes return without waiting, like goim's non-blocking enqueue.
 struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
     let comet: Comet
 
@@ -30,7 +31,7 @@ struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
             // Two spaces, as goim's message has them.
             throw RPCError(code: .unknown, message: "rpc broadcast  room arg error")
         }
-        comet.broadcastRoom(request.roomID, push: Push(proto: request.proto))
+        await comet.broadcastRoom(request.roomID, push: Push(proto: request.proto))
         return Goim_Comet_BroadcastRoomReply()
     }
 

@@ -77,6 +77,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var closeLevel = Logger.Level.info
     /// The WebSocket request line, for logs.
     var requestLine = ""
+    /// The socket for `DirectWriter` (-1: every write goes through NIO). Cleared on `channelInactive`.
+    var directDescriptor: CInt = -1
+    /// False only when NIO is known to hold no bytes for this channel. Set by every write through NIO (ours, and
+    /// the WebSocket adapter's control frames via `NIOOutboundActivity`); cleared by asking NIO. It saves asking
+    /// NIO (a generic option lookup) on every push.
+    private var nioMayHoldBytes = true
 
     init(
         comet: Comet, loop: LoopState, channel: any Channel, id: UInt64, transport: TransportKind, ip: String,
@@ -89,6 +95,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.transport = transport
         self.ip = ip
         self.deadline = deadline
+        comet.counters.liveHandlers.wrappingIncrement(ordering: .relaxed)
+    }
+
+    deinit {
+        comet.counters.liveHandlers.wrappingDecrement(ordering: .relaxed)
     }
 
     private var logMetadata: Logger.Metadata {
@@ -138,6 +149,20 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         flushIfNeeded()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is NIOOutboundActivity {
+            nioMayHoldBytes = true
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // NIO has just closed the socket: its number may be reused by the next accept.
+        directDescriptor = -1
+        context.fireChannelInactive()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -266,6 +291,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         // op 8, empty body, ver/seq echoed. Written after the bucket and room registration (goim wrote it first), so
         // a client that has its op 8 is already counted and reachable; pushes cannot overtake it: they hop to this
         // loop and run after this function.
+        nioMayHoldBytes = true
         output.writeAndFlush(
             NIOAny(Wire.packet(
                 operation: .authReply, version: version, sequence: sequence, body: nil, transport: transport,
@@ -342,6 +368,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Writes without flushing; the flush comes at the end of the read batch (`channelReadComplete`).
     private func write(_ buffer: ByteBuffer) {
         guard let output else { return }
+        nioMayHoldBytes = true
         output.write(NIOAny(buffer), promise: nil)
         needsFlush = true
     }
@@ -428,9 +455,33 @@ final class ConnectionHandler: ChannelInboundHandler {
             loop.dropped += 1
             return
         }
-        output.writeAndFlush(NIOAny(push.bytes(for: transport)), promise: nil)
+        let bytes = push.bytes(for: transport)
         loop.delivered += 1
+        if directDescriptor >= 0, !nioMayHoldBytes || nioIsEmpty() {
+            switch DirectWriter.write(bytes, to: directDescriptor) {
+            case .complete:
+                break
+            case .partial(let written):
+                // The kernel's buffer is full: NIO queues the rest and the slow-consumer policy applies as usual.
+                nioMayHoldBytes = true
+                output.writeAndFlush(NIOAny(bytes.getSlice(at: bytes.readerIndex + written, length: bytes.readableBytes - written)!), promise: nil)
+            case .failed(let error):
+                loop.delivered -= 1
+                close(reason: "write failed: \(DirectWriter.describe(errno: error))", level: .debug)
+                return
+            }
+        } else {
+            nioMayHoldBytes = true
+            output.writeAndFlush(NIOAny(bytes), promise: nil)
+        }
         if whitelisted { trace("push \(push.bytes(for: transport).readableBytes) bytes") }
+    }
+
+    /// Asks NIO whether it holds bytes for this channel; remembers a "no".
+    private func nioIsEmpty() -> Bool {
+        guard (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) == 0 else { return false }
+        nioMayHoldBytes = false
+        return true
     }
 
     func pushIfWatching(_ operation: Int32, _ push: Push) {
@@ -488,6 +539,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         comet.logger.log(level: level, "connection closed: \(reason)", metadata: logMetadata)
         trace("closed: \(reason)")
         output = nil
+        directDescriptor = -1
         queued = []
     }
 }

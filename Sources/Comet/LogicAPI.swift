@@ -24,7 +24,8 @@ public protocol LogicAPI: Sendable {
 }
 
 /// `LogicAPI` over grpc-swift-2 (HTTP/2, plaintext), spreading calls round-robin over the configured addresses,
-/// each call with a deadline (goim had none: bug 31). `RenewOnline` is sent gzip-compressed as goim does.
+/// each call with a deadline (goim had none: bug 31). Nothing is compressed, not even `RenewOnline` (goim gzips it):
+/// see the comment in `init`.
 /// A `Service`: `run()` keeps the connections and closes them on graceful shutdown.
 public final class GRPCLogicClient: LogicAPI, Service {
     typealias Client = GRPCClient<HTTP2ClientTransport.Posix>
@@ -41,9 +42,11 @@ public final class GRPCLogicClient: LogicAPI, Service {
         precondition(!addresses.isEmpty, "at least one Logic address is needed")
         self.timeout = timeout
         let config = HTTP2ClientTransport.Posix.Config.defaults { config in
-            // Accept gzip/deflate replies (a grpc-go Logic answers compressed calls compressed) and allow
-            // per-call gzip for RenewOnline.
-            config.compression = .init(algorithm: .none, enabledAlgorithms: .all)
+            // No compression either way. Advertising gzip made Logic compress every reply, and grpc-swift-nio-transport
+            // 2.9.2 never frees a client stream's zlib inflate state (inflateEnd is only called when a stream fails):
+            // ~7 kB leaked per Connect and per Disconnect, found with heaptrack (docs/benchmarks.md). Uncompressed
+            // calls also save Logic a deflate per reply. Logic (ours or goim's) accepts uncompressed RenewOnline.
+            config.compression = .init(algorithm: .none, enabledAlgorithms: .none)
             config.backoff.max = .seconds(3)
             config.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(3), allowWithoutCalls: true)
         }
@@ -122,8 +125,6 @@ public final class GRPCLogicClient: LogicAPI, Service {
         var request = Goim_Logic_OnlineReq()
         request.server = server
         request.roomCount = roomCount
-        var options = self.options
-        options.compression = .gzip
         return try await logic().renewOnline(request, options: options).allRoomCount
     }
 

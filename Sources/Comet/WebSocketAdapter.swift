@@ -143,6 +143,7 @@ final class WebSocketAdapter: ChannelInboundHandler {
         _ context: ChannelHandlerContext, opcodeByte: UInt8, payload: ByteBuffer, flushThen: (() -> Void)?
     ) {
         guard let output else { return }
+        context.fireUserInboundEventTriggered(NIOOutboundActivity())
         var frame = context.channel.allocator.buffer(capacity: 2 + payload.readableBytes)
         Wire.writeFrameHeader(firstByte: opcodeByte, payload: payload.readableBytes, to: &frame)
         frame.writeImmutableBuffer(payload)

@@ -28,6 +28,8 @@ public struct CometConfiguration: Sendable, Equatable {
         public var maxOutboundBytes: Int = 1 << 20
         /// What to do with a slow consumer: `close` it (default) or `drop` the messages that do not fit.
         public var slowConsumerPolicy: String = "close"
+        /// Write pushes to plain TCP/WebSocket sockets directly when NIO has nothing queued for them (faster fan-out).
+        public var directWrite = true
         /// Logic's `Heartbeat` is called at most once per random interval in this range (goim: 10–30 min).
         public var sessionRefreshMin: Duration = .seconds(600)
         public var sessionRefreshMax: Duration = .seconds(1800)
@@ -118,6 +120,7 @@ public struct CometConfiguration: Sendable, Equatable {
         proto.maxBodySize = p.int("maxBodySize", default: d.proto.maxBodySize, in: 0...(16 << 20))
         proto.maxOutboundBytes = p.int("maxOutboundBytes", default: d.proto.maxOutboundBytes, in: 4096...(1 << 30))
         proto.slowConsumerPolicy = p.string("slowConsumerPolicy", default: d.proto.slowConsumerPolicy)
+        proto.directWrite = p.bool("directWrite", default: d.proto.directWrite)
         if !["close", "drop"].contains(proto.slowConsumerPolicy) {
             p.invalid("slowConsumerPolicy", "\"\(proto.slowConsumerPolicy)\"", "expected \"close\" or \"drop\"")
         }

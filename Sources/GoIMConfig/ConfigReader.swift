@@ -136,9 +136,10 @@ public final class ConfigReader {
 
     func lookup(_ path: [String], _ key: String) -> (ConfigValue?, fromEnvironment: Bool) {
         let envName = "GOIM_" + (path + [key]).map { $0.uppercased() }.joined(separator: "_")
-        if let text = environment[envName] { return (.string(text), true) }
         let lowered = (path + [key]).map { $0.lowercased() }
+        // Marked as read even when the environment wins, so the file's key is not reported as unknown.
         used.insert(lowered.joined(separator: "."))
+        if let text = environment[envName] { return (.string(text), true) }
         var table = root
         for part in lowered.dropLast() {
             guard case .table(let inner)? = table[part] else { return (nil, false) }

@@ -9,7 +9,7 @@ import Testing
 
 /// Every test starts its own comet on loopback ports; they run one at a time so timing-based checks stay calm on a
 /// busy 2-core machine.
-@Suite(.serialized)
+@Suite(.serialized, .timeLimit(.minutes(3)))
 enum CometSuite {}
 
 extension CometSuite {

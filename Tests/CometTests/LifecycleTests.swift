@@ -19,7 +19,7 @@ import Testing
 extension CometSuite {
     @Suite("Lifecycle: online counts, registration, shutdown")
     struct LifecycleTests {
-        @Test("RenewOnline reaches Logic gzip-compressed with the room counts; the cluster counts flow into heartbeat replies")
+        @Test("RenewOnline reaches Logic uncompressed with the room counts; the cluster counts flow into heartbeat replies")
         func renewOnline() async throws {
             let logic = TestLogic()
             logic.allRoomCount.withLock { $0 = ["live://big": 42] }
@@ -32,7 +32,10 @@ extension CometSuite {
                 }
                 let renew = try #require(comet.logic.calls.renews.last)
                 #expect(renew.server == "test-comet")
-                #expect(renew.encoding == "gzip")
+                // Uncompressed, and no compressed replies invited: grpc-swift-nio-transport 2.9.2 leaks the zlib
+                // state of every compressed reply (~7 kB per call; docs/compatibility.md).
+                #expect(renew.encoding == nil || renew.encoding == "identity")
+                #expect(!renew.acceptEncoding.contains("gzip") && !renew.acceptEncoding.contains("deflate"))
                 // Wait for the reply to be applied: the next report comes after it.
                 let reported = comet.logic.calls.renews.count
                 try await comet.logic.wait { $0.renews.count > reported }

@@ -72,8 +72,17 @@ struct MeasureTests {
             let clients = try await comet.connect(count: count, room: { _ in "test://1" }) { _ in
                 received.add(1, ordering: .relaxed)
             }
-            let seconds = 10
+            let seconds = Int(ProcessInfo.processInfo.environment["COMET_MEASURE_SECONDS"] ?? "") ?? 10
             let rate = 40
+            // COMET_MEASURE_PERF=<file>: record a CPU profile of the comet during the run (perf record -g).
+            if let perfFile = ProcessInfo.processInfo.environment["COMET_MEASURE_PERF"], let pid = comet.process.pid {
+                let perf = Process()
+                perf.executableURL = URL(fileURLWithPath: "/usr/bin/perf")
+                perf.arguments = ["record", "-g", "-p", "\(pid)", "-o", perfFile, "--", "sleep", "\(max(1, seconds - 2))"]
+                perf.standardOutput = FileHandle.nullDevice
+                perf.standardError = FileHandle.nullDevice
+                try perf.run()
+            }
             var request = Goim_Comet_BroadcastRoomReq()
             request.roomID = "test://1"
             let cpuBefore = comet.cpuSeconds()

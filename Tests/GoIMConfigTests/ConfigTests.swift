@@ -91,6 +91,8 @@ import Testing
         #expect(config.env.host == "comet-7")
         #expect(config.tcp.keepalive)
         #expect(config.proto.handshakeTimeout == .seconds(3))
+        // A key set in the file and overridden by the environment was read, not unknown.
+        #expect(reader.unknownKeys == [])
     }
 
     @Test func everyBadFieldIsNamed() throws {
@@ -164,6 +166,22 @@ import Testing
         let good = try LogicConfiguration(ConfigReader(toml: toml + "\njwtSecret = \"s\"\n"))
         #expect(good.regions["bj"] == ["北京", "天津"])
         #expect(good.auth.mode == "jwt")
+    }
+
+    @Test func logicCORSOrigins() throws {
+        let (defaults, _) = try LogicConfiguration.load(path: nil, environment: [:])
+        #expect(defaults.httpServer.corsOrigins == [])
+        let (config, _) = try LogicConfiguration.load(
+            path: nil, environment: ["GOIM_HTTPSERVER_CORSORIGINS": "http://127.0.0.1:1999, https://chat.example.org"])
+        #expect(config.httpServer.corsOrigins == ["http://127.0.0.1:1999", "https://chat.example.org"])
+        #expect(try LogicConfiguration(ConfigReader(toml: "[httpServer]\ncorsOrigins = [\"*\"]\n")).httpServer.corsOrigins == ["*"])
+        for bad in ["127.0.0.1:1999", "http://host/path", "http://", "http://host:1999/"] {
+            #expect {
+                _ = try LogicConfiguration(ConfigReader(toml: "[httpServer]\ncorsOrigins = [\"\(bad)\"]\n"))
+            } throws: { error in
+                (error as? ConfigError)?.description.contains("httpServer.corsOrigins") == true
+            }
+        }
     }
 
     @Test func redisExpireZeroIsRefused() throws {

@@ -24,6 +24,8 @@ final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
         var server: String
         var roomCount: [String: Int32]
         var encoding: String?
+        /// `grpc-accept-encoding`: what the comet would let Logic compress replies with.
+        var acceptEncoding: String = ""
     }
 
     struct ReceiveCall: Sendable {
@@ -170,8 +172,12 @@ final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
         -> ServerResponse<Goim_Logic_OnlineReply>
     {
         let encoding = request.metadata[stringValues: "grpc-encoding"].first(where: { _ in true })
+        let accept = request.metadata[stringValues: "grpc-accept-encoding"].joined(separator: ",")
         record {
-            $0.renews.append(RenewCall(server: request.message.server, roomCount: request.message.roomCount, encoding: encoding))
+            $0.renews.append(
+                RenewCall(
+                    server: request.message.server, roomCount: request.message.roomCount, encoding: encoding,
+                    acceptEncoding: accept))
         }
         var reply = Goim_Logic_OnlineReply()
         reply.allRoomCount = allRoomCount.withLock { $0 }

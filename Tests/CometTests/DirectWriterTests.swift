@@ -1,0 +1,74 @@
+import NIOCore
+import NIOEmbedded
+import NIOPosix
+import Synchronization
+import Testing
+
+@testable import Comet
+
+extension CometSuite {
+    @Suite("Direct writes to client sockets")
+    struct DirectWriterTests {
+        /// With the pinned swift-nio the descriptor of an accepted socket is found (else every push silently takes
+        /// the slower NIO path) and bytes written through it arrive.
+        @Test("finds an accepted socket's descriptor and writes through it")
+        func findsDescriptorAndWrites() async throws {
+            let accepted = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (any Channel).self)
+            // Not reading: NIO then cannot see the client's EOF and close the socket under the test.
+            let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .childChannelOption(.autoRead, value: false)
+                .childChannelInitializer { channel in
+                    accepted.succeed(channel)
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+            let client = try await RawClient.connect(port: server.localAddress!.port!)
+            let child = try await accepted.futureResult.get()
+            let descriptor = try await child.eventLoop.submit { DirectWriter.descriptor(of: child) }.get()
+            let fd = try #require(descriptor, "the accepted channel's descriptor was not found: pushes would not write directly")
+            let outcome = try await child.eventLoop.submit { () -> Bool in
+                if case .complete = DirectWriter.write(ByteBuffer(string: "direct"), to: fd) { return true }
+                return false
+            }.get()
+            #expect(outcome)
+            #expect(try await client.read(6) == Array("direct".utf8))
+            await client.close()
+            try? await child.close()
+            try await server.close()
+        }
+
+        @Test("a channel without a socket has no descriptor")
+        func embeddedChannelHasNone() {
+            #expect(DirectWriter.descriptor(of: EmbeddedChannel()) == nil)
+        }
+
+        @Test("a closed peer makes the write fail instead of raising SIGPIPE")
+        func writeToClosedPeerFails() async throws {
+            let accepted = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (any Channel).self)
+            // Not reading: NIO then cannot see the client's EOF and close the socket under the test.
+            let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .childChannelOption(.autoRead, value: false)
+                .childChannelInitializer { channel in
+                    accepted.succeed(channel)
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+            let client = try await RawClient.connect(port: server.localAddress!.port!)
+            let child = try await accepted.futureResult.get()
+            let fd = try #require(try await child.eventLoop.submit { DirectWriter.descriptor(of: child) }.get())
+            await client.close()
+            // The first write after the peer's FIN may still succeed; a later one sees the reset.
+            var failed = false
+            for _ in 0..<50 where !failed {
+                failed = try await child.eventLoop.submit { () -> Bool in
+                    if case .failed = DirectWriter.write(ByteBuffer(string: "x"), to: fd) { return true }
+                    return false
+                }.get()
+                if !failed { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(failed)
+            try? await child.close()
+            try await server.close()
+        }
+    }
+}
