@@ -9,10 +9,8 @@ import Testing
 extension CometSuite {
     @Suite("Direct writes to client sockets")
     struct DirectWriterTests {
-        /// With the pinned swift-nio the descriptor of an accepted socket is found (else every push silently takes
-        /// the slower NIO path) and bytes written through it arrive.
-        @Test("finds an accepted socket's descriptor and writes through it")
-        func findsDescriptorAndWrites() async throws {
+        /// A listening server, a client connected to it, and the server's side of that connection.
+        static func acceptedPair() async throws -> (server: any Channel, client: RawClient, child: any Channel) {
             let accepted = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (any Channel).self)
             // Not reading: NIO then cannot see the client's EOF and close the socket under the test.
             let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -23,7 +21,14 @@ extension CometSuite {
                 }
                 .bind(host: "127.0.0.1", port: 0).get()
             let client = try await RawClient.connect(port: server.localAddress!.port!)
-            let child = try await accepted.futureResult.get()
+            return (server, client, try await accepted.futureResult.get())
+        }
+
+        /// With the pinned swift-nio the descriptor of an accepted socket is found (else every push silently takes
+        /// the slower NIO path) and bytes written through it arrive.
+        @Test("finds an accepted socket's descriptor and writes through it")
+        func findsDescriptorAndWrites() async throws {
+            let (server, client, child) = try await Self.acceptedPair()
             let descriptor = try await child.eventLoop.submit { DirectWriter.descriptor(of: child) }.get()
             let fd = try #require(descriptor, "the accepted channel's descriptor was not found: pushes would not write directly")
             let outcome = try await child.eventLoop.submit { () -> Bool in
@@ -44,17 +49,7 @@ extension CometSuite {
 
         @Test("a closed peer makes the write fail instead of raising SIGPIPE")
         func writeToClosedPeerFails() async throws {
-            let accepted = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (any Channel).self)
-            // Not reading: NIO then cannot see the client's EOF and close the socket under the test.
-            let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .childChannelOption(.autoRead, value: false)
-                .childChannelInitializer { channel in
-                    accepted.succeed(channel)
-                    return channel.eventLoop.makeSucceededVoidFuture()
-                }
-                .bind(host: "127.0.0.1", port: 0).get()
-            let client = try await RawClient.connect(port: server.localAddress!.port!)
-            let child = try await accepted.futureResult.get()
+            let (server, client, child) = try await Self.acceptedPair()
             let fd = try #require(try await child.eventLoop.submit { DirectWriter.descriptor(of: child) }.get())
             await client.close()
             // The first write after the peer's FIN may still succeed; a later one sees the reset.
