@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -18,6 +19,40 @@ public enum TestServerError: Error, CustomStringConvertible {
         case .didNotStart(let name, let port, let output):
             return "\(name) did not answer on 127.0.0.1:\(port) in time; its output:\n\(output)"
         }
+    }
+}
+
+/// Children still running when the test process exits are killed by an `atexit` handler. Tests that stop their
+/// servers from an unstructured `Task` (a `defer` cannot await) may not get to run it before the process ends;
+/// without this, their redis-server and nats-server processes outlived the test run.
+enum LiveChildren {
+    private static let pids = Mutex<Set<pid_t>>([])
+    private static let registered: Void = {
+        atexit {
+            LiveChildren.pids.withLock { pids in
+                // Only our own children: a child that exited by itself may have had its pid reused.
+                for pid in pids where LiveChildren.parent(of: pid) == getpid() { kill(pid, SIGKILL) }
+                pids.removeAll()
+            }
+        }
+    }()
+
+    static func add(_ pid: pid_t) {
+        _ = registered
+        pids.withLock { _ = $0.insert(pid) }
+    }
+
+    static func remove(_ pid: pid_t) {
+        pids.withLock { _ = $0.remove(pid) }
+    }
+
+    /// The parent pid from /proc/<pid>/stat (the field after the parenthesised command name and the state).
+    static func parent(of pid: pid_t) -> pid_t? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? pid_t(fields[1]) : nil
     }
 }
 
@@ -47,8 +82,9 @@ public final class ServerProcess: @unchecked Sendable {
     }
 
     deinit {
-        if let process, process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
+        if let process {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            LiveChildren.remove(process.processIdentifier)
         }
     }
 
@@ -80,6 +116,7 @@ public final class ServerProcess: @unchecked Sendable {
         process.standardInput = FileHandle.nullDevice
         try Self.runWithSignalsUnblocked(process)
         lock.withLock { self.process = process }
+        LiveChildren.add(process.processIdentifier)
 
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
@@ -97,7 +134,9 @@ public final class ServerProcess: @unchecked Sendable {
             defer { self.process = nil }
             return self.process
         }
-        guard let process, process.isRunning else { return }
+        guard let process else { return }
+        defer { LiveChildren.remove(process.processIdentifier) }
+        guard process.isRunning else { return }
         kill(process.processIdentifier, signal)
         let deadline = Date().addingTimeInterval(10)
         while process.isRunning && Date() < deadline { usleep(10_000) }
