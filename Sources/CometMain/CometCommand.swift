@@ -31,17 +31,7 @@ struct CometCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
 
-        let level = Logger.Level(rawValue: configuration.log.level) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        var logger = Logger(label: "goim.comet")
-        logger.logLevel = level
-        for key in unknownKeys {
-            logger.warning("unknown configuration key ignored", metadata: ["key": "\(key)"])
-        }
+        let logger = configuration.log.bootstrap(label: "goim.comet", unknownKeys: unknownKeys)
         logger.info("starting comet", metadata: ["goim.server": "\(configuration.env.host)", "config": "\(config ?? "<defaults>")"])
 
         let comet: CometService

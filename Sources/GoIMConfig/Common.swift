@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// A listen or dial address: goim writes `:3101` (all interfaces), `127.0.0.1:3101`, or `[::1]:3101`.
 public struct HostPort: Sendable, Hashable, CustomStringConvertible {
@@ -197,5 +198,24 @@ public struct LogSection: Sendable, Equatable {
             s.invalid("level", "\"\(level)\"", "expected trace, debug, info, notice, warning, error or critical")
             level = "info"
         }
+    }
+}
+
+extension LogSection {
+    /// Sends every logger of the process to standard error at this section's level (call once, at start) and
+    /// returns the service's logger, after warning about `unknownKeys` (keys in the file that no field reads).
+    public func bootstrap(label: String, unknownKeys: [String]) -> Logger {
+        let level = Logger.Level(rawValue: self.level) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: label)
+        logger.logLevel = level
+        for key in unknownKeys {
+            logger.warning("unknown configuration key ignored", metadata: ["goim.config.key": "\(key)"])
+        }
+        return logger
     }
 }

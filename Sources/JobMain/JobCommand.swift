@@ -31,17 +31,7 @@ struct JobCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
 
-        let level = Logger.Level(rawValue: configuration.log.level) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        var logger = Logger(label: "goim.job")
-        logger.logLevel = level
-        for key in unknownKeys {
-            logger.warning("unknown configuration key ignored", metadata: ["key": "\(key)"])
-        }
+        let logger = configuration.log.bootstrap(label: "goim.job", unknownKeys: unknownKeys)
         logger.info("starting job", metadata: ["goim.host": "\(configuration.env.host)", "config": "\(config ?? "<defaults>")"])
 
         // NATS must be reachable to start; keep trying (SIGTERM/SIGINT still end the process here).

@@ -44,16 +44,7 @@ struct LogicCommand: AsyncParsableCommand {
         if let deployEnv { configuration.env.deployEnv = deployEnv }
         if let host, !host.isEmpty { configuration.env.host = host }
         if let weight { configuration.env.weight = weight }
-        let level = Logger.Level(rawValue: configuration.log.level) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "goim.logic")
-        for key in unknownKeys {
-            logger.warning("unknown configuration key ignored", metadata: ["goim.config.key": "\(key)"])
-        }
+        let logger = configuration.log.bootstrap(label: "goim.logic", unknownKeys: unknownKeys)
         let server: LogicServer
         do {
             server = try await LogicServer(configuration: configuration, logger: logger)
