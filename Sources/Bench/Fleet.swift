@@ -27,6 +27,9 @@ struct FleetSpec: Codable, Sendable {
     /// The pushed operation whose bodies carry a send time.
     var operation: Int32 = 1000
     var receiveBuffer: Int? = nil
+    /// `nio`: full goim clients (heartbeats, counting pushes). `raw`: TCP only, blocking threads that connect and
+    /// authenticate and then only hold the socket; a tenth of the CPU per connection, for connect storms.
+    var engine: String = "nio"
 }
 
 /// Counters and the latency histogram of one process's clients. Updated on event loops.
@@ -36,6 +39,9 @@ final class FleetStats: Sendable {
     let failed = ManagedAtomic<Int>(0)
     let disconnects = ManagedAtomic<Int>(0)
     let received = ManagedAtomic<Int>(0)
+    /// Wall-clock ns of the first connection attempt and of the latest authentication (0 = none yet).
+    let started = ManagedAtomic<UInt64>(0)
+    let finished = ManagedAtomic<UInt64>(0)
     let latency = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three))
 
     func record(_ received: ReceivedPacket, operation: Int32) {
@@ -46,11 +52,27 @@ final class FleetStats: Sendable {
         }
     }
 
+    func markStarted() {
+        _ = started.compareExchange(expected: 0, desired: wallNanoseconds(), ordering: .relaxed)
+    }
+
+    func markAuthed() {
+        authed.wrappingIncrement(ordering: .relaxed)
+        let now = wallNanoseconds()
+        var current = finished.load(ordering: .relaxed)
+        while now > current {
+            let (exchanged, original) = finished.compareExchange(expected: current, desired: now, ordering: .relaxed)
+            if exchanged { break }
+            current = original
+        }
+    }
+
     func snapshot() -> FleetSnapshot {
         FleetSnapshot(
             connected: connected.load(ordering: .relaxed), authed: authed.load(ordering: .relaxed),
             failed: failed.load(ordering: .relaxed), disconnects: disconnects.load(ordering: .relaxed),
-            received: received.load(ordering: .relaxed), latency: latency.withLockedValue { $0 })
+            received: received.load(ordering: .relaxed), started: started.load(ordering: .relaxed),
+            finished: finished.load(ordering: .relaxed), latency: latency.withLockedValue { $0 })
     }
 }
 
@@ -60,9 +82,19 @@ struct FleetSnapshot: Codable, Sendable {
     var failed = 0
     var disconnects = 0
     var received = 0
+    /// Wall-clock ns: the earliest first attempt and the latest authentication over the processes.
+    var started: UInt64 = 0
+    var finished: UInt64 = 0
     var latency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
 
+    /// Seconds from the first connection attempt to the last authentication.
+    var connectSeconds: Double {
+        finished > started && started > 0 ? Double(finished - started) / 1e9 : 0
+    }
+
     mutating func add(_ other: FleetSnapshot) {
+        if other.started > 0 { started = started == 0 ? other.started : min(started, other.started) }
+        finished = max(finished, other.finished)
         connected += other.connected
         authed += other.authed
         failed += other.failed
@@ -117,6 +149,7 @@ final class Fleet: Sendable {
         let port = ports[(index / max(1, spec.hosts.count)) % ports.count]
         let stats = self.stats
         let operation = spec.operation
+        stats.markStarted()
         do {
             let client = try await GoIMClient.connect(
                 host: host, port: port, transport: useWS ? .webSocket() : .tcp,
@@ -132,7 +165,7 @@ final class Fleet: Sendable {
                 }.get()
             }
             _ = try await client.auth(body, timeout: .seconds(30))
-            stats.authed.wrappingIncrement(ordering: .relaxed)
+            stats.markAuthed()
             client.channel.closeFuture.whenComplete { _ in stats.disconnects.wrappingIncrement(ordering: .relaxed) }
             clients.withLockedValue { $0.append(client) }
         } catch {

@@ -9,6 +9,8 @@ public enum CometError: Error, CustomStringConvertible, Sendable {
     case whiteLog(path: String, reason: String)
     /// The comet stopped before its listeners were up.
     case notRunning
+    /// Logic answered something the comet cannot use.
+    case logicReply(String)
 
     public var description: String {
         switch self {
@@ -20,6 +22,8 @@ public enum CometError: Error, CustomStringConvertible, Sendable {
             "whitelist.whiteLog \(path): \(reason)"
         case .notRunning:
             "the comet is not running"
+        case .logicReply(let reason):
+            "unusable reply from logic: \(reason)"
         }
     }
 }

@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GoIMConfig
+import GoIMRPC
 import Logging
 import NIOCore
 import NIOPosix
@@ -57,7 +58,8 @@ public final class CometService: Service {
                 grpcLogic = nil
             } else {
                 let client = try GRPCLogicClient(
-                    addresses: configuration.rpcClient.addrs, timeout: configuration.rpcClient.timeout, eventLoopGroup: group)
+                    addresses: configuration.rpcClient.addrs, timeout: configuration.rpcClient.timeout,
+                    batchSize: configuration.rpcClient.batchSize, eventLoopGroup: group, logger: logger)
                 resolvedLogic = client
                 grpcLogic = client
             }
@@ -94,6 +96,12 @@ public final class CometService: Service {
     /// A snapshot of the counters.
     public func statistics() async -> CometStatistics {
         await comet.statistics()
+    }
+
+    /// Writes `proto` to every member of room `id`, as the `BroadcastRoom` RPC does, and returns once the event loops
+    /// have written it. For a comet embedded in another process (and the micro-benchmarks in Benchmarks/).
+    public func broadcastRoom(_ id: String, proto: Goim_Protocol_Proto) async {
+        await comet.broadcastRoom(id, push: Push(proto: proto))
     }
 
     public func run() async throws {

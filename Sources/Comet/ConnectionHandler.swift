@@ -77,7 +77,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var closeLevel = Logger.Level.info
     /// The WebSocket request line, for logs.
     var requestLine = ""
-    /// The socket for `DirectWriter` (-1: every write goes through NIO). Cleared on `channelInactive`.
+    /// The socket for `DirectWriter` (-1: every write goes through NIO; `DirectWriter.unresolved`: looked up at the
+    /// first push). Cleared on `channelInactive`.
     var directDescriptor: CInt = -1
     /// False only when NIO is known to hold no bytes for this channel. Set by every write through NIO (ours, and
     /// the WebSocket adapter's control frames via `NIOOutboundActivity`); cleared by asking NIO. It saves asking
@@ -457,6 +458,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         let bytes = push.bytes(for: transport)
         loop.delivered += 1
+        if directDescriptor == DirectWriter.unresolved { directDescriptor = DirectWriter.descriptor(of: channel) ?? -1 }
         if directDescriptor >= 0, !nioMayHoldBytes || nioIsEmpty() {
             switch DirectWriter.write(bytes, to: directDescriptor) {
             case .complete:

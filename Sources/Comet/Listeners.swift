@@ -97,7 +97,7 @@ enum Listeners {
                 try operations.addHandler(RefuseHandler())
                 return
             }
-            if comet.configuration.proto.directWrite { handler.directDescriptor = DirectWriter.descriptor(of: channel) ?? -1 }
+            if comet.configuration.proto.directWrite { handler.directDescriptor = DirectWriter.unresolved }
             try operations.addHandler(ByteToMessageHandler(PacketDecoder(limits: comet.limits)))
             try operations.addHandler(handler)
         }
@@ -115,7 +115,7 @@ enum Listeners {
             }
             // Pushes pass the TLS handler, so only plain WebSocket writes directly.
             if tls == nil, comet.configuration.proto.directWrite {
-                handler.directDescriptor = DirectWriter.descriptor(of: channel) ?? -1
+                handler.directDescriptor = DirectWriter.unresolved
             }
             let bound = NIOLoopBound(handler, eventLoop: channel.eventLoop)
             let limits = comet.limits

@@ -33,14 +33,27 @@ public final class GRPCLogicClient: LogicAPI, Service {
     private let clients: [Client]
     private let next = Atomic<Int>(0)
     private let timeout: Duration
+    private let logger: Logger
+    /// Batches of concurrent Connects / Disconnects (`swiftgoim.logic.LogicBatch`); nil when `batchSize` is 1.
+    private let connects: CallBatcher<Goim_Logic_ConnectReq, Goim_Logic_ConnectReply>?
+    private let disconnects: CallBatcher<Goim_Logic_DisconnectReq, Goim_Logic_DisconnectReply>?
+    /// Cleared when logic answers UNIMPLEMENTED (goim's logic): from then on, one call per connection.
+    private let batchSupported = Atomic<Bool>(true)
+    /// Batches in flight at once, per kind (Connect, Disconnect).
+    static let batchLanes = 4
 
     /// - Parameters:
     ///   - addresses: Logic gRPC addresses. IPv4 literals share one channel with gRPC's round-robin balancer;
     ///     host names get one channel each, used in turn.
     ///   - timeout: deadline of each call.
-    public init(addresses: [HostPort], timeout: Duration, eventLoopGroup: any EventLoopGroup) throws {
+    ///   - batchSize: most Connects (or Disconnects) sent in one `LogicBatch` call; 1 = goim's one call each.
+    public init(
+        addresses: [HostPort], timeout: Duration, batchSize: Int = 128, eventLoopGroup: any EventLoopGroup,
+        logger: Logger = Logger(label: "goim.comet.logic")
+    ) throws {
         precondition(!addresses.isEmpty, "at least one Logic address is needed")
         self.timeout = timeout
+        self.logger = logger
         let config = HTTP2ClientTransport.Posix.Config.defaults { config in
             // No compression either way. Advertising gzip made Logic compress every reply, and grpc-swift-nio-transport
             // 2.9.2 never frees a client stream's zlib inflate state (inflateEnd is only called when a stream fails):
@@ -67,6 +80,22 @@ public final class GRPCLogicClient: LogicAPI, Service {
                     target: target, transportSecurity: .plaintext, config: config, serviceConfig: serviceConfig,
                     eventLoopGroup: eventLoopGroup))
         }
+        if batchSize > 1 {
+            // The batchers' send closures call back into this client; `weak` keeps them from owning it.
+            let box = WeakBox<GRPCLogicClient>()
+            connects = CallBatcher(lanes: Self.batchLanes, maxBatch: batchSize) { requests in
+                guard let client = box.value else { throw CometError.notRunning }
+                return await client.sendConnects(requests)
+            }
+            disconnects = CallBatcher(lanes: Self.batchLanes, maxBatch: batchSize) { requests in
+                guard let client = box.value else { throw CometError.notRunning }
+                return await client.sendDisconnects(requests)
+            }
+            box.value = self
+        } else {
+            connects = nil
+            disconnects = nil
+        }
     }
 
     static func isIPv4Literal(_ host: String) -> Bool {
@@ -86,9 +115,12 @@ public final class GRPCLogicClient: LogicAPI, Service {
         }
     }
 
+    private func nextClient() -> Client {
+        clients[clients.count == 1 ? 0 : next.add(1, ordering: .relaxed).oldValue % clients.count]
+    }
+
     private func logic() -> Goim_Logic_Logic.Client<HTTP2ClientTransport.Posix> {
-        let index = clients.count == 1 ? 0 : next.add(1, ordering: .relaxed).oldValue % clients.count
-        return Goim_Logic_Logic.Client(wrapping: clients[index])
+        Goim_Logic_Logic.Client(wrapping: nextClient())
     }
 
     private var options: CallOptions {
@@ -102,6 +134,9 @@ public final class GRPCLogicClient: LogicAPI, Service {
         request.server = server
         request.cookie = cookie
         request.token = token
+        if let connects, batchSupported.load(ordering: .relaxed) {
+            return try await connects.call(request)
+        }
         return try await logic().connect(request, options: options)
     }
 
@@ -110,7 +145,86 @@ public final class GRPCLogicClient: LogicAPI, Service {
         request.mid = mid
         request.key = key
         request.server = server
-        _ = try await logic().disconnect(request, options: options)
+        if let disconnects, batchSupported.load(ordering: .relaxed) {
+            _ = try await disconnects.call(request)
+        } else {
+            _ = try await logic().disconnect(request, options: options)
+        }
+    }
+
+    // MARK: batches
+
+    /// A batch of one is goim's own `Connect`; more go as one `ConnectBatch`, or one by one (concurrently) when
+    /// logic does not know `LogicBatch`.
+    private func sendConnects(_ requests: [Goim_Logic_ConnectReq]) async -> [Result<Goim_Logic_ConnectReply, any Error>] {
+        if requests.count > 1, batchSupported.load(ordering: .relaxed) {
+            var batch = Swiftgoim_Logic_ConnectBatchReq()
+            batch.requests = requests
+            do {
+                let reply = try await Swiftgoim_Logic_LogicBatch.Client(wrapping: nextClient()).connectBatch(batch, options: options)
+                guard reply.results.count == requests.count else {
+                    let error = CometError.logicReply("ConnectBatch of \(requests.count) calls got \(reply.results.count) results")
+                    return requests.map { _ in .failure(error) }
+                }
+                return reply.results.map { $0.status.code == 0 ? .success($0.reply) : .failure(Self.error($0.status)) }
+            } catch let error as RPCError where error.code == .unimplemented {
+                batchNotSupported(error)
+            } catch {
+                return requests.map { _ in .failure(error) }
+            }
+        }
+        return await eachAlone(requests) { client, request in try await client.connect(request, options: self.options) }
+    }
+
+    private func sendDisconnects(_ requests: [Goim_Logic_DisconnectReq]) async -> [Result<Goim_Logic_DisconnectReply, any Error>] {
+        if requests.count > 1, batchSupported.load(ordering: .relaxed) {
+            var batch = Swiftgoim_Logic_DisconnectBatchReq()
+            batch.requests = requests
+            do {
+                let reply = try await Swiftgoim_Logic_LogicBatch.Client(wrapping: nextClient()).disconnectBatch(batch, options: options)
+                guard reply.results.count == requests.count else {
+                    let error = CometError.logicReply("DisconnectBatch of \(requests.count) calls got \(reply.results.count) results")
+                    return requests.map { _ in .failure(error) }
+                }
+                return reply.results.map { $0.status.code == 0 ? .success($0.reply) : .failure(Self.error($0.status)) }
+            } catch let error as RPCError where error.code == .unimplemented {
+                batchNotSupported(error)
+            } catch {
+                return requests.map { _ in .failure(error) }
+            }
+        }
+        return await eachAlone(requests) { client, request in try await client.disconnect(request, options: self.options) }
+    }
+
+    private func batchNotSupported(_ error: RPCError) {
+        if batchSupported.exchange(false, ordering: .relaxed) {
+            logger.notice(
+                "logic does not serve swiftgoim.logic.LogicBatch (goim's logic?): one Connect/Disconnect call per connection from now on",
+                metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// goim's one call per request, all at once.
+    private func eachAlone<Request: Sendable, Response: Sendable>(
+        _ requests: [Request],
+        _ call: @escaping @Sendable (Goim_Logic_Logic.Client<HTTP2ClientTransport.Posix>, Request) async throws -> Response
+    ) async -> [Result<Response, any Error>] {
+        await withTaskGroup(of: (Int, Result<Response, any Error>).self) { group in
+            for (index, request) in requests.enumerated() {
+                let client = logic()
+                group.addTask {
+                    do { return (index, .success(try await call(client, request))) } catch { return (index, .failure(error)) }
+                }
+            }
+            var results = [Result<Response, any Error>?](repeating: nil, count: requests.count)
+            for await (index, result) in group { results[index] = result }
+            return results.map { $0! }
+        }
+    }
+
+    /// The error a single call would have thrown for a batch item's status.
+    static func error(_ status: Swiftgoim_Logic_CallStatus) -> RPCError {
+        RPCError(code: Status.Code(rawValue: Int(status.code)).flatMap(RPCError.Code.init) ?? .unknown, message: status.message)
     }
 
     public func heartbeat(mid: Int64, key: String, server: String) async throws {
@@ -133,5 +247,18 @@ public final class GRPCLogicClient: LogicAPI, Service {
         request.mid = mid
         request.proto = proto
         _ = try await logic().receive(request, options: options)
+    }
+}
+
+/// A weak reference that can be set after the closures holding it are made.
+private final class WeakBox<Value: AnyObject & Sendable>: Sendable {
+    private let storage = Mutex<WeakReference?>(nil)
+    private struct WeakReference: @unchecked Sendable {  // only holds a weak reference to a Sendable object
+        weak var value: Value?
+    }
+
+    var value: Value? {
+        get { storage.withLock { $0?.value } }
+        set { storage.withLock { $0 = WeakReference(value: newValue) } }
     }
 }

@@ -50,6 +50,9 @@ public struct CometConfiguration: Sendable, Equatable {
         public var dial: Duration = .seconds(1)
         /// Deadline of each call to logic (goim had none: bug 31).
         public var timeout: Duration = .seconds(5)
+        /// Most Connects (or Disconnects) sent to logic in one `swiftgoim.logic.LogicBatch` call while earlier calls
+        /// are in flight; 1 = goim's one call per connection. A comet falls back by itself against goim's logic.
+        public var batchSize: Int = 128
     }
 
     public struct Bucket: Sendable, Equatable {
@@ -142,6 +145,7 @@ public struct CometConfiguration: Sendable, Equatable {
         if rpcClient.addrs.isEmpty { rc.invalid("addrs", "[]", "at least one logic address is needed") }
         rpcClient.dial = rc.duration("dial", default: d.rpcClient.dial, minimum: .milliseconds(1))
         rpcClient.timeout = rc.duration("timeout", default: d.rpcClient.timeout, minimum: .milliseconds(1))
+        rpcClient.batchSize = rc.int("batchSize", default: d.rpcClient.batchSize, in: 1...4096)
 
         bucket.size = reader.section("bucket").int("size", default: d.bucket.size, in: 1...4096)
 

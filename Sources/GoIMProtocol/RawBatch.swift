@@ -11,7 +11,7 @@ public enum RawBatch {
 
     /// Appends one pushed message as an inner packet with `ver` 1 and `seq` 0, as goim's Job does.
     public static func append(operation: Operation, body: some Collection<UInt8>, to buffer: inout ByteBuffer) {
-        buffer.reserveCapacity(minimumWritableBytes: PacketHeader.length + body.count)
+        buffer.reserveGrowing(minimumWritableBytes: PacketHeader.length + body.count)
         buffer.writePacketHeader(operation: operation, version: 1, sequence: 0, bodyLength: body.count)
         buffer.writeBytes(body)
     }

@@ -36,20 +36,47 @@ public struct LogicCore: Sendable {
     /// the client still connects (it gets room messages and broadcasts; key/mid pushes find it after its
     /// next session refresh).
     public func connect(server: String, cookie: String, token: [UInt8]) async throws -> AuthBody {
-        guard !server.isEmpty else { throw LogicError.badParameter(parameter: "server", reason: "required") }
-        var body = try await authenticator.authenticate(token: token, cookie: cookie)
-        if body.key.isEmpty { body.key = UUID().uuidString.lowercased() }
+        try await connect([ConnectRequest(server: server, cookie: cookie, token: token)])[0].get()
+    }
+
+    /// Authenticates each request, then stores every accepted session in one round trip. A failed store is logged
+    /// and the connections are still accepted (goim's behaviour: the session is re-created by the next Heartbeat).
+    /// One result per request, in order.
+    public func connect(_ requests: [ConnectRequest]) async -> [Result<AuthBody, any Error>] {
+        var results: [Result<AuthBody, any Error>] = []
+        results.reserveCapacity(requests.count)
+        var sessions: [Session] = []
+        sessions.reserveCapacity(requests.count)
+        for request in requests {
+            do {
+                guard !request.server.isEmpty else { throw LogicError.badParameter(parameter: "server", reason: "required") }
+                var body = try await authenticator.authenticate(token: request.token, cookie: request.cookie)
+                if body.key.isEmpty { body.key = UUID().uuidString.lowercased() }
+                sessions.append(Session(mid: body.mid, key: body.key, server: request.server))
+                results.append(.success(body))
+            } catch {
+                results.append(.failure(error))
+            }
+        }
         do {
-            try await routing.addMapping(mid: body.mid, key: body.key, server: server)
+            try await routing.addMappings(sessions)
         } catch {
             logger.warning(
                 "connect: storing the session failed",
-                metadata: ["goim.mid": "\(body.mid)", "goim.key": "\(body.key)", "goim.server": "\(server)", "error": "\(error)"])
+                metadata: ["goim.sessions": "\(sessions.count)", "goim.firstKey": "\(sessions.first?.key ?? "")", "error": "\(error)"])
         }
-        logger.debug(
-            "connected",
-            metadata: ["goim.mid": "\(body.mid)", "goim.key": "\(body.key)", "goim.server": "\(server)", "goim.room": "\(body.roomID)"])
-        return body
+        if logger.logLevel <= .debug {
+            for session in sessions {
+                logger.debug(
+                    "connected", metadata: ["goim.mid": "\(session.mid)", "goim.key": "\(session.key)", "goim.server": "\(session.server)"])
+            }
+        }
+        return results
+    }
+
+    /// Removes many sessions in one round trip (a batched Disconnect); whether each `key_<key>` was removed.
+    public func disconnect(_ sessions: [Session]) async throws -> [Bool] {
+        try await routing.deleteMappings(sessions)
     }
 
     public func disconnect(mid: Int64, key: String, server: String) async throws -> Bool {
@@ -211,5 +238,18 @@ public struct LogicCore: Sendable {
         var result: [String: Int32] = [:]
         for room in rooms { result[room] = counts[Self.roomKey(type: type, room: room)] ?? 0 }
         return result
+    }
+}
+
+/// One `Connect` call: the comet asking, the WebSocket cookie and the op 7 body unchanged.
+public struct ConnectRequest: Sendable {
+    public var server: String
+    public var cookie: String
+    public var token: [UInt8]
+
+    public init(server: String, cookie: String, token: [UInt8]) {
+        self.server = server
+        self.cookie = cookie
+        self.token = token
     }
 }

@@ -69,18 +69,106 @@ public struct LogicRPCService: Goim_Logic_Logic.SimpleServiceProtocol {
     private func rpc<T: Sendable>(_ method: String, _ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
-        } catch let error as LogicError {
-            let code: RPCError.Code
-            switch error {
-            case .authenticationFailed, .unauthorized: code = .unauthenticated
-            case .badParameter, .bodyTooLarge, .bodyUnreadable: code = .invalidArgument
-            case .redisUnavailable, .queueUnavailable, .partialPush: code = .unavailable
-            }
-            if code == .unavailable {
-                logger.warning("\(method) failed", metadata: ["error": "\(error.message)"])
-            }
-            throw RPCError(code: code, message: error.message)
+        } catch {
+            throw Self.rpcError(error, method: method, logger: logger)
         }
+    }
+
+    /// The `RPCError` a failed call answers: `LogicError`s get their matching status (server-side failures are
+    /// logged), anything else passes through (grpc-swift turns a non-RPCError into UNKNOWN).
+    static func rpcError(_ error: any Error, method: String, logger: Logger) -> any Error {
+        guard let error = error as? LogicError else { return error }
+        let code: RPCError.Code
+        switch error {
+        case .authenticationFailed, .unauthorized: code = .unauthenticated
+        case .badParameter, .bodyTooLarge, .bodyUnreadable: code = .invalidArgument
+        case .redisUnavailable, .queueUnavailable, .partialPush: code = .unavailable
+        }
+        if code == .unavailable {
+            logger.warning("\(method) failed", metadata: ["error": "\(error.message)"])
+        }
+        return RPCError(code: code, message: error.message)
+    }
+}
+
+/// `swiftgoim.logic.LogicBatch`: swift-goim comets send the Connects (and Disconnects) of connections arriving
+/// together in one call. Each item gets the reply or the status its single call would have had.
+public struct LogicBatchRPCService: Swiftgoim_Logic_LogicBatch.SimpleServiceProtocol {
+    let core: LogicCore
+    let logger: Logger
+    /// Items per call: a larger request is refused whole (a comet sends at most its `rpcClient.batchSize`).
+    public static let maxItems = 4096
+
+    public init(core: LogicCore, logger: Logger) {
+        self.core = core
+        self.logger = logger
+    }
+
+    public func connectBatch(request: Swiftgoim_Logic_ConnectBatchReq, context: ServerContext) async throws
+        -> Swiftgoim_Logic_ConnectBatchReply
+    {
+        try Self.checkSize(request.requests.count)
+        let results = await core.connect(
+            request.requests.map { ConnectRequest(server: $0.server, cookie: $0.cookie, token: [UInt8]($0.token)) })
+        let heartbeat = LogicRPCService.nanoseconds(core.sessionHeartbeat)
+        var reply = Swiftgoim_Logic_ConnectBatchReply()
+        reply.results = results.map { result in
+            var item = Swiftgoim_Logic_ConnectResult()
+            switch result {
+            case .success(let body):
+                item.reply.mid = body.mid
+                item.reply.key = body.key
+                item.reply.roomID = body.roomID
+                item.reply.accepts = body.accepts
+                item.reply.heartbeat = heartbeat
+            case .failure(let error):
+                item.status = Self.status(LogicRPCService.rpcError(error, method: "ConnectBatch", logger: logger))
+            }
+            return item
+        }
+        return reply
+    }
+
+    public func disconnectBatch(request: Swiftgoim_Logic_DisconnectBatchReq, context: ServerContext) async throws
+        -> Swiftgoim_Logic_DisconnectBatchReply
+    {
+        try Self.checkSize(request.requests.count)
+        var reply = Swiftgoim_Logic_DisconnectBatchReply()
+        do {
+            let removed = try await core.disconnect(request.requests.map { Session(mid: $0.mid, key: $0.key, server: $0.server) })
+            reply.results = removed.map { has in
+                var item = Swiftgoim_Logic_DisconnectResult()
+                item.reply.has = has
+                return item
+            }
+        } catch {
+            // The store failed for the whole pipeline: every item gets the status a single call would have.
+            let status = Self.status(LogicRPCService.rpcError(error, method: "DisconnectBatch", logger: logger))
+            reply.results = request.requests.map { _ in
+                var item = Swiftgoim_Logic_DisconnectResult()
+                item.status = status
+                return item
+            }
+        }
+        return reply
+    }
+
+    private static func checkSize(_ count: Int) throws {
+        guard count <= maxItems else {
+            throw RPCError(code: .invalidArgument, message: "batch of \(count) calls, at most \(maxItems) allowed")
+        }
+    }
+
+    static func status(_ error: any Error) -> Swiftgoim_Logic_CallStatus {
+        var status = Swiftgoim_Logic_CallStatus()
+        if let error = error as? RPCError {
+            status.code = Int32(error.code.rawValue)
+            status.message = error.message
+        } else {
+            status.code = Int32(RPCError.Code.unknown.rawValue)
+            status.message = "\(error)"
+        }
+        return status
     }
 }
 

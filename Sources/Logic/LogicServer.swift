@@ -59,7 +59,7 @@ public final class LogicServer: Sendable {
             refresh: configuration.online.refresh, staleAfter: configuration.online.staleAfter, logger: logger)
         grpc = GRPCServerService(
             address: configuration.rpcServer.addr, maxReceiveMessageSize: configuration.rpcServer.maxReceiveMessageSize,
-            services: [LogicRPCService(core: core, logger: logger)])
+            services: [LogicRPCService(core: core, logger: logger), LogicBatchRPCService(core: core, logger: logger)])
         http = Application(
             responder: LogicHTTPResponder(
                 core: core, maxBodySize: configuration.httpServer.maxBodySize, pushToken: configuration.httpServer.pushToken,

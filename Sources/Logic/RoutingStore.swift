@@ -22,6 +22,24 @@ public protocol RoutingStore: Sendable {
     func sessions(forMids mids: [Int64]) async throws -> [Session]
     /// Round-trips to the store (health check).
     func ping() async throws
+    /// `addMapping` for many sessions at once (a batched Connect).
+    func addMappings(_ sessions: [Session]) async throws
+    /// `deleteMapping` for many sessions at once (a batched Disconnect); one result per session, in order.
+    func deleteMappings(_ sessions: [Session]) async throws -> [Bool]
+}
+
+extension RoutingStore {
+    public func addMappings(_ sessions: [Session]) async throws {
+        for session in sessions { try await addMapping(mid: session.mid, key: session.key, server: session.server) }
+    }
+
+    public func deleteMappings(_ sessions: [Session]) async throws -> [Bool] {
+        var removed: [Bool] = []
+        for session in sessions {
+            removed.append(try await deleteMapping(mid: session.mid, key: session.key, server: session.server))
+        }
+        return removed
+    }
 }
 
 /// One connection's routing: member, connection key and the comet holding it.
@@ -53,12 +71,23 @@ public struct RedisRoutingStore: RoutingStore {
     static func keyKey(_ key: String) -> String { "key_\(key)" }
 
     public func addMapping(mid: Int64, key: String, server: String) async throws {
+        try await addMappings([Session(mid: mid, key: key, server: server)])
+    }
+
+    /// One pipeline for every session: HSET + EXPIRE of `mid_<mid>` (members only) and SET EX of `key_<key>`.
+    public func addMappings(_ sessions: [Session]) async throws {
+        guard !sessions.isEmpty else { return }
         var commands: [RedisCommand] = []
-        if mid > 0 {
-            commands.append(RedisCommand("HSET", [.string(Self.midKey(mid)), .string(key), .string(server)]))
-            commands.append(RedisCommand("EXPIRE", [.string(Self.midKey(mid)), .integer(expireSeconds)]))
+        commands.reserveCapacity(sessions.count * 3)
+        for session in sessions {
+            if session.mid > 0 {
+                let midKey = RedisArgument.string(Self.midKey(session.mid))
+                commands.append(RedisCommand("HSET", [midKey, .string(session.key), .string(session.server)]))
+                commands.append(RedisCommand("EXPIRE", [midKey, .integer(expireSeconds)]))
+            }
+            commands.append(
+                RedisCommand("SET", [.string(Self.keyKey(session.key)), .string(session.server), "EX", .integer(expireSeconds)]))
         }
-        commands.append(RedisCommand("SET", [.string(Self.keyKey(key)), .string(server), "EX", .integer(expireSeconds)]))
         try check(try await run(commands))
     }
 
@@ -98,17 +127,30 @@ public struct RedisRoutingStore: RoutingStore {
 
     @discardableResult
     public func deleteMapping(mid: Int64, key: String, server: String) async throws -> Bool {
-        let reply = try await eval(Self.deleteScript, mid: mid, key: key, arguments: [.string(server), .string(key)])
-        return reply.int == 1
+        try await deleteMappings([Session(mid: mid, key: key, server: server)])[0]
+    }
+
+    /// One pipeline of the delete script, one script call per session.
+    public func deleteMappings(_ sessions: [Session]) async throws -> [Bool] {
+        guard !sessions.isEmpty else { return [] }
+        let commands = sessions.map {
+            Self.evalCommand(Self.deleteScript, mid: $0.mid, key: $0.key, arguments: [.string($0.server), .string($0.key)])
+        }
+        let replies = try await run(commands)
+        try check(replies)
+        return replies.map { $0.int == 1 }
     }
 
     private func eval(_ script: String, mid: Int64, key: String, arguments: [RedisArgument]) async throws -> RESPValue {
-        var keys: [RedisArgument] = [.string(Self.keyKey(key))]
-        if mid > 0 { keys.append(.string(Self.midKey(mid))) }
-        let command = RedisCommand("EVAL", [.string(script), .integer(Int64(keys.count))] + keys + arguments)
-        let reply = try await run([command])[0]
+        let reply = try await run([Self.evalCommand(script, mid: mid, key: key, arguments: arguments)])[0]
         if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
         return reply
+    }
+
+    private static func evalCommand(_ script: String, mid: Int64, key: String, arguments: [RedisArgument]) -> RedisCommand {
+        var keys: [RedisArgument] = [.string(keyKey(key))]
+        if mid > 0 { keys.append(.string(midKey(mid))) }
+        return RedisCommand("EVAL", [.string(script), .integer(Int64(keys.count))] + keys + arguments)
     }
 
     public func servers(forKeys keys: [String]) async throws -> [String?] {

@@ -45,7 +45,18 @@ import Testing
         #expect(config.rpcServer.addr.port == 3109)
         #expect(config.rpcClient.addrs == [HostPort(host: "127.0.0.1", port: 3119)])
         #expect(config.proto.maxBodySize == 4096)
+        #expect(config.rpcClient.batchSize == 128)
         #expect(unknown.isEmpty)
+    }
+
+    @Test func rpcClientBatchSize() throws {
+        let (config, _) = try CometConfiguration.load(path: nil, environment: ["GOIM_RPCCLIENT_BATCHSIZE": "1"])
+        #expect(config.rpcClient.batchSize == 1)
+        for bad in ["0", "5000"] {
+            #expect(throws: ConfigError.self) {
+                _ = try CometConfiguration(ConfigReader(toml: "[rpcClient]\nbatchSize = \(bad)\n"))
+            }
+        }
     }
 
     @Test func readsGoimExampleFileWithCaseInsensitiveKeys() throws {
