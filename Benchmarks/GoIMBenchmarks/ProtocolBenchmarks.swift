@@ -42,6 +42,15 @@ func protocolBenchmarks() {
             blackHole(RawBatch.encode(messages))
         }
     }
+    // How job builds a batch: each message's body appended as an inner packet.
+    let bodies = (0..<20).map { Array("message \($0) in a batch".utf8) }
+    Benchmark("Raw batch append (20 message bodies, as job builds)", configuration: scale) { benchmark in
+        for _ in benchmark.scaledIterations {
+            var buffer = ByteBufferAllocator().buffer(capacity: 1024)
+            for body in bodies { RawBatch.append(operation: Operation(1000), body: body, to: &buffer) }
+            blackHole(buffer)
+        }
+    }
     let batch = RawBatch.encode(messages)
     Benchmark("Raw batch split (20 messages)", configuration: scale) { benchmark in
         for _ in benchmark.scaledIterations {

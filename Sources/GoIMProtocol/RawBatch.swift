@@ -3,6 +3,9 @@ import NIOCore
 /// Bodies of op 9 (``Operation/raw``) envelopes: complete packets back to back, as Job builds them.
 public enum RawBatch {
     /// Concatenates `packets` into one envelope body.
+    // Inlinable (as the two `append`s): unspecialized, iterating `some Sequence` cost one allocation per packet
+    // (26 for a batch of 20 in the micro-benchmark).
+    @inlinable
     public static func encode(_ packets: some Sequence<Packet>) -> ByteBuffer {
         var buffer = ByteBuffer()
         for packet in packets { buffer.writePacket(packet) }
@@ -10,13 +13,15 @@ public enum RawBatch {
     }
 
     /// Appends one pushed message as an inner packet with `ver` 1 and `seq` 0, as goim's Job does.
+    @inlinable
     public static func append(operation: Operation, body: some Collection<UInt8>, to buffer: inout ByteBuffer) {
-        buffer.reserveGrowing(minimumWritableBytes: PacketHeader.length + body.count)
+        buffer.reserveCapacity(minimumWritableBytes: PacketHeader.length + body.count)
         buffer.writePacketHeader(operation: operation, version: 1, sequence: 0, bodyLength: body.count)
         buffer.writeBytes(body)
     }
 
     /// Appends `packet` as it is.
+    @inlinable
     public static func append(_ packet: Packet, to buffer: inout ByteBuffer) {
         buffer.writePacket(packet)
     }
