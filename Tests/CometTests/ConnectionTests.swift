@@ -113,9 +113,11 @@ extension CometSuite {
                 #expect(logic.calls.disconnects(of: "short") == 1)
                 #expect(logic.calls.disconnects(of: "kept") == 1)  // at shutdown
             }) { comet in
+                // Taken before the auth: the comet arms the 300 ms deadline after this instant, so the close cannot
+                // come sooner than 300 ms from here (taken after the second client's auth it flaked under load).
+                let started = ContinuousClock.now
                 let short = try await comet.client(auth: auth(mid: 11, key: "short", room: "live://t"))
                 let kept = try await comet.client(auth: auth(mid: 12, key: "kept", room: "live://t"))
-                let started = ContinuousClock.now
                 // Other traffic does not keep it alive: only op 2 re-arms the timeout (goim).
                 _ = try await short.request(Packet(operation: .sub, body: ByteBuffer(string: "1001")), replyOperation: .subReply)
                 try await short.waitUntilClosed(timeout: .seconds(5))
