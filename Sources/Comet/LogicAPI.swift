@@ -157,43 +157,52 @@ public final class GRPCLogicClient: LogicAPI, Service {
     /// A batch of one is goim's own `Connect`; more go as one `ConnectBatch`, or one by one (concurrently) when
     /// logic does not know `LogicBatch`.
     private func sendConnects(_ requests: [Goim_Logic_ConnectReq]) async -> [Result<Goim_Logic_ConnectReply, any Error>] {
-        if requests.count > 1, batchSupported.load(ordering: .relaxed) {
-            var batch = Swiftgoim_Logic_ConnectBatchReq()
-            batch.requests = requests
-            do {
-                let reply = try await Swiftgoim_Logic_LogicBatch.Client(wrapping: nextClient()).connectBatch(batch, options: options)
-                guard reply.results.count == requests.count else {
-                    let error = CometError.logicReply("ConnectBatch of \(requests.count) calls got \(reply.results.count) results")
-                    return requests.map { _ in .failure(error) }
-                }
-                return reply.results.map { $0.status.code == 0 ? .success($0.reply) : .failure(Self.error($0.status)) }
-            } catch let error as RPCError where error.code == .unimplemented {
-                batchNotSupported(error)
-            } catch {
-                return requests.map { _ in .failure(error) }
-            }
-        }
-        return await eachAlone(requests) { client, request in try await client.connect(request, options: self.options) }
+        await send(
+            requests, method: "ConnectBatch",
+            batch: { requests, client, options in
+                var batch = Swiftgoim_Logic_ConnectBatchReq()
+                batch.requests = requests
+                return try await client.connectBatch(batch, options: options).results.map { ($0.status, $0.reply) }
+            },
+            alone: { client, request, options in try await client.connect(request, options: options) })
     }
 
     private func sendDisconnects(_ requests: [Goim_Logic_DisconnectReq]) async -> [Result<Goim_Logic_DisconnectReply, any Error>] {
+        await send(
+            requests, method: "DisconnectBatch",
+            batch: { requests, client, options in
+                var batch = Swiftgoim_Logic_DisconnectBatchReq()
+                batch.requests = requests
+                return try await client.disconnectBatch(batch, options: options).results.map { ($0.status, $0.reply) }
+            },
+            alone: { client, request, options in try await client.disconnect(request, options: options) })
+    }
+
+    /// Sends `requests` as one `LogicBatch` call (`batch`) when there are several and logic serves it; else each
+    /// with goim's single call (`alone`). Each item's status becomes the error its single call would have thrown.
+    private func send<Request: Sendable, Reply: Sendable>(
+        _ requests: [Request], method: String,
+        batch: (
+            [Request], Swiftgoim_Logic_LogicBatch.Client<HTTP2ClientTransport.Posix>, CallOptions
+        ) async throws -> [(status: Swiftgoim_Logic_CallStatus, reply: Reply)],
+        alone: @escaping @Sendable (Goim_Logic_Logic.Client<HTTP2ClientTransport.Posix>, Request, CallOptions) async throws -> Reply
+    ) async -> [Result<Reply, any Error>] {
         if requests.count > 1, batchSupported.load(ordering: .relaxed) {
-            var batch = Swiftgoim_Logic_DisconnectBatchReq()
-            batch.requests = requests
             do {
-                let reply = try await Swiftgoim_Logic_LogicBatch.Client(wrapping: nextClient()).disconnectBatch(batch, options: options)
-                guard reply.results.count == requests.count else {
-                    let error = CometError.logicReply("DisconnectBatch of \(requests.count) calls got \(reply.results.count) results")
+                let results = try await batch(requests, Swiftgoim_Logic_LogicBatch.Client(wrapping: nextClient()), options)
+                guard results.count == requests.count else {
+                    let error = CometError.logicReply("\(method) of \(requests.count) calls got \(results.count) results")
                     return requests.map { _ in .failure(error) }
                 }
-                return reply.results.map { $0.status.code == 0 ? .success($0.reply) : .failure(Self.error($0.status)) }
+                return results.map { $0.status.code == 0 ? .success($0.reply) : .failure(Self.error($0.status)) }
             } catch let error as RPCError where error.code == .unimplemented {
                 batchNotSupported(error)
             } catch {
                 return requests.map { _ in .failure(error) }
             }
         }
-        return await eachAlone(requests) { client, request in try await client.disconnect(request, options: self.options) }
+        let options = self.options
+        return await eachAlone(requests) { client, request in try await alone(client, request, options) }
     }
 
     private func batchNotSupported(_ error: RPCError) {
