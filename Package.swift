@@ -1,20 +1,25 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Module map (see README "Layout"):
-//   GoIMProtocol   goim's binary packets, ops, framing, auth body, CityHash32
-//   GoIMRPC        generated protobuf + gRPC for goim.protocol / goim.comet / goim.logic
-//   CHiredis/Redis hiredis wrapped once: async Redis client on SwiftNIO
-//   CNats/NATS     libnats wrapped once: async NATS + JetStream client
-//   GoIMConfig     TOML + environment configuration shared by the services
-//   GoIMClient     goim clients (TCP, WebSocket, WSS) used by tests and goim-bench
-//   Registry       the cluster registry (comets in Redis with a TTL) that logic and job read
-//   Comet          the connection server: transports, channels, buckets/rooms, fan-out, gRPC service
-//   Logic          auth, routing store, push HTTP API, online counts, nodes, NATS publishing
-//   Job            NATS consumer, room batching, delivery to comets
+// Module map (docs/architecture.md has the picture):
+//   GoIMProtocol     goim's binary packets, ops, framing, auth body, CityHash32
+//   GoIMRPC          generated protobuf + gRPC for goim.protocol / goim.comet / goim.logic (+ swiftgoim.logic.LogicBatch)
+//   Primitives       small concurrency and address primitives shared by every module
+//   CHiredis/Redis   hiredis wrapped once: async Redis client on SwiftNIO
+//   CNats/NATS       libnats wrapped once: async NATS + JetStream client
+//   GoIMConfig       TOML + environment configuration of the three services
+//   ServiceRuntime   what every service process is built from: a gRPC server as a Service, one ServiceGroup per process
+//   Registry         the cluster registry (comets in Redis with a TTL) that logic and job read
+//   LogicClient      comet's client of logic: the gRPC calls and the batcher of Connect/Disconnect
+//   Comet            connection serving: transports, channels, buckets/rooms, fan-out, the goim.comet.Comet service
+//   Logic            auth, routing store, push HTTP API, online counts, nodes, NATS publishing
+//   Job              NATS consumer, room batching, delivery to comets
 //   CometMain, LogicMain, JobMain   thin executables `comet`, `logic`, `job`
-//   Bench          `goim-bench`: load clients, pushers, fan-out scenarios
-//   TestSupport    starts real redis-server / nats-server processes for tests
+//   GoIMClient       goim clients (TCP, WebSocket, WSS) for tests and goim-bench
+//   Bench            `goim-bench`: load clients, pushers, fan-out scenarios
+//   TestSupport      starts real redis-server / nats-server processes and the built executables for tests
+//   TestLogic        a recording goim.logic.Logic gRPC service for comet and logic-client tests
+// The micro-benchmarks are a package of their own: Benchmarks/Package.swift.
 
 let nio: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
 let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
@@ -24,8 +29,9 @@ let grpcCore: Target.Dependency = .product(name: "GRPCCore", package: "grpc-swif
 let grpcHTTP2: Target.Dependency = .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")
 let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
 
-var targets: [Target] = [
+let targets: [Target] = [
     .target(name: "GoIMProtocol", dependencies: [nio]),
+    .target(name: "Primitives", dependencies: [nio]),
     // libFuzzer harness; scripts/fuzz-protocol builds it with --sanitize=fuzzer (a plain build links a no-op).
     .executableTarget(name: "FuzzProtocol", dependencies: ["GoIMProtocol", nio]),
     .target(
@@ -47,9 +53,18 @@ var targets: [Target] = [
         pkgConfig: "libnats",
         providers: [.apt(["libnats-dev"])]
     ),
-    .target(name: "NATS", dependencies: ["CNats", nio, nioPosix, logging, lifecycle]),
+    .target(name: "NATS", dependencies: ["CNats", "Primitives", nio, nioPosix, logging, lifecycle]),
     .target(name: "GoIMConfig", dependencies: [.product(name: "TOMLKit", package: "TOMLKit"), logging]),
+    .target(
+        name: "ServiceRuntime",
+        dependencies: ["GoIMConfig", "Primitives", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2, argumentParser]
+    ),
     .target(name: "TestSupport"),
+    .target(
+        name: "TestLogic",
+        dependencies: ["GoIMProtocol", "GoIMRPC", grpcCore],
+        path: "Tests/TestLogic"
+    ),
     .target(
         name: "GoIMClient",
         dependencies: [
@@ -61,10 +76,14 @@ var targets: [Target] = [
     ),
     .target(name: "Registry", dependencies: ["Redis", "GoIMConfig", nio, logging, lifecycle]),
     .target(
+        name: "LogicClient",
+        dependencies: ["GoIMRPC", "GoIMConfig", "Primitives", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2]
+    ),
+    .target(
         name: "Comet",
         dependencies: [
-            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", nio, nioPosix, logging, lifecycle,
-            grpcCore, grpcHTTP2,
+            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "LogicClient", "Primitives", "Registry", "Redis", "ServiceRuntime",
+            nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -75,8 +94,8 @@ var targets: [Target] = [
     .target(
         name: "Logic",
         dependencies: [
-            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", "NATS", nio, nioPosix, logging, lifecycle,
-            grpcCore, grpcHTTP2,
+            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Primitives", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
+            nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "JWTKit", package: "jwt-kit"),
         ]
@@ -84,12 +103,12 @@ var targets: [Target] = [
     .target(
         name: "Job",
         dependencies: [
-            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", "NATS", nio, nioPosix, logging, lifecycle,
-            grpcCore, grpcHTTP2,
+            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Primitives", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
+            nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
         ]
     ),
-    .executableTarget(name: "CometMain", dependencies: ["Comet", "GoIMConfig", argumentParser, logging, lifecycle]),
-    .executableTarget(name: "LogicMain", dependencies: ["Logic", "GoIMConfig", argumentParser, logging, lifecycle]),
+    .executableTarget(name: "CometMain", dependencies: ["Comet", "GoIMConfig", "ServiceRuntime", argumentParser, logging]),
+    .executableTarget(name: "LogicMain", dependencies: ["Logic", "GoIMConfig", "ServiceRuntime", argumentParser, logging]),
     .executableTarget(
         name: "Bench",
         dependencies: [
@@ -100,7 +119,7 @@ var targets: [Target] = [
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]
     ),
-    .executableTarget(name: "JobMain", dependencies: ["Job", "GoIMConfig", argumentParser, logging, lifecycle]),
+    .executableTarget(name: "JobMain", dependencies: ["Job", "GoIMConfig", "ServiceRuntime", argumentParser, logging]),
 
     .testTarget(
         name: "GoIMProtocolTests",
@@ -110,6 +129,15 @@ var targets: [Target] = [
         name: "GoIMRPCTests",
         dependencies: ["GoIMRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
     ),
+    .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
+    .testTarget(
+        name: "ServiceRuntimeTests",
+        dependencies: ["ServiceRuntime", "GoIMConfig", "GoIMRPC", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2]
+    ),
+    .testTarget(
+        name: "LogicClientTests",
+        dependencies: ["LogicClient", "TestLogic", "TestSupport", "GoIMConfig", "GoIMProtocol", "GoIMRPC", nioPosix, logging, grpcCore, grpcHTTP2]
+    ),
     .testTarget(name: "RedisTests", dependencies: ["Redis", "TestSupport", nio, nioPosix]),
     .testTarget(name: "NATSTests", dependencies: ["NATS", "TestSupport", logging]),
     .testTarget(name: "GoIMConfigTests", dependencies: ["GoIMConfig"]),
@@ -117,8 +145,8 @@ var targets: [Target] = [
     .testTarget(
         name: "CometTests",
         dependencies: [
-            "Comet", "GoIMClient", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", "TestSupport", nio, nioPosix,
-            grpcCore, grpcHTTP2,
+            "Comet", "GoIMClient", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "LogicClient", "Registry", "Redis",
+            "ServiceRuntime", "TestLogic", "TestSupport", nio, nioPosix, grpcCore, grpcHTTP2,
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -128,8 +156,8 @@ var targets: [Target] = [
     .testTarget(
         name: "LogicTests",
         dependencies: [
-            "Logic", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", "NATS", "TestSupport", nio, nioPosix,
-            grpcCore, grpcHTTP2,
+            "Logic", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", "NATS", "ServiceRuntime", "TestSupport",
+            nio, nioPosix, grpcCore, grpcHTTP2,
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "JWTKit", package: "jwt-kit"),
@@ -138,69 +166,35 @@ var targets: [Target] = [
     .testTarget(
         name: "JobTests",
         dependencies: [
-            "Job", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", "NATS", "TestSupport", nio, nioPosix,
-            grpcCore, grpcHTTP2,
+            "Job", "Comet", "GoIMClient", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "LogicClient", "Registry", "Redis",
+            "NATS", "ServiceRuntime", "TestSupport", nio, nioPosix, grpcCore, grpcHTTP2,
+        ]
+    ),
+    // The executables as separate processes, end to end (with goim clients against them).
+    .testTarget(
+        name: "StackTests",
+        dependencies: [
+            "GoIMClient", "GoIMProtocol", "TestSupport", nio, nioPosix,
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]
     ),
 ]
 
-// Development aid: GOIM_ONLY=Redis,NATS limits the package to those modules, their test targets
-// and TestSupport, so one module can be built and tested while others are being edited.
-if let only = Context.environment["GOIM_ONLY"], !only.isEmpty {
-    let keep = Set(only.split(separator: ",").map(String.init))
-    targets = targets.filter { target in
-        let base = target.name.hasSuffix("Tests") ? String(target.name.dropLast(5)) : target.name
-        return keep.contains(base) || target.name == "TestSupport" || target.type == .system
-    }
-}
-
-// JobTests run real comets in-process (and goim clients against them) whenever Comet is part of the build.
-if let jobTests = targets.first(where: { $0.name == "JobTests" }),
-    targets.contains(where: { $0.name == "Comet" }), targets.contains(where: { $0.name == "GoIMClient" })
-{
-    jobTests.dependencies += ["Comet", "GoIMClient"]
-    jobTests.swiftSettings = (jobTests.swiftSettings ?? []) + [.define("JOB_REAL_COMET")]
-}
-
-// StackTests run the built comet, logic and job executables as separate processes (with goim clients against them):
-// only when the whole stack is part of the build, so GOIM_ONLY subsets stay buildable.
-if ["CometMain", "LogicMain", "JobMain", "GoIMClient"].allSatisfy({ name in targets.contains { $0.name == name } }) {
-    targets.append(
-        .testTarget(
-            name: "StackTests",
-            dependencies: [
-                "GoIMClient", "GoIMProtocol", "TestSupport", nio, nioPosix,
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-            ]
-        ))
-}
-
-// Micro-benchmarks (ordo-one/benchmark, Benchmarks/GoIMBenchmarks): `GOIM_BENCHMARKS=1 swift package benchmark`.
-// Only with that variable, so a plain build neither fetches nor compiles the benchmark library; scripts/test sets it
-// so CI builds them (they do not run there: figures come from a quiet machine, docs/benchmarks.md).
-let microBenchmarks = Context.environment["GOIM_BENCHMARKS"] == "1" && targets.contains { $0.name == "Comet" }
-var extraDependencies: [Package.Dependency] = []
-if microBenchmarks {
-    // MallocInterposer alone: the default RuntimeInterposer trait needs a package this mirror does not carry.
-    extraDependencies.append(
-        .package(url: "https://github.com/ordo-one/benchmark.git", exact: "1.38.1", traits: ["MallocInterposer"]))
-    targets.append(
-        .executableTarget(
-            name: "GoIMBenchmarks",
-            dependencies: [
-                "Comet", "GoIMProtocol", "GoIMRPC", "GoIMConfig", nio, logging, lifecycle,
-                .product(name: "Benchmark", package: "benchmark"),
-            ],
-            path: "Benchmarks/GoIMBenchmarks",
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        ))
-}
-
-let products: [Product] = [("comet", "CometMain"), ("logic", "LogicMain"), ("job", "JobMain"), ("goim-bench", "Bench")]
-    .filter { _, target in targets.contains { $0.name == target } }
-    .map { name, target in .executable(name: name, targets: [target]) }
+let products: [Product] = [
+    .executable(name: "comet", targets: ["CometMain"]),
+    .executable(name: "logic", targets: ["LogicMain"]),
+    .executable(name: "job", targets: ["JobMain"]),
+    .executable(name: "goim-bench", targets: ["Bench"]),
+    // For the micro-benchmark package (Benchmarks/) and for embedding a comet in another process.
+    .library(name: "Comet", targets: ["Comet"]),
+    .library(name: "LogicClient", targets: ["LogicClient"]),
+    .library(name: "GoIMProtocol", targets: ["GoIMProtocol"]),
+    .library(name: "GoIMRPC", targets: ["GoIMRPC"]),
+    .library(name: "GoIMConfig", targets: ["GoIMConfig"]),
+    .library(name: "ServiceRuntime", targets: ["ServiceRuntime"]),
+]
 
 let package = Package(
     name: "swift-goim",
@@ -222,7 +216,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
-    ] + extraDependencies,
+    ],
     targets: targets,
     swiftLanguageModes: [.v6]
 )

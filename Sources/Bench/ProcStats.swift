@@ -23,8 +23,6 @@ struct ProcStats: Sendable {
         }
         return ProcStats(cpuSeconds: (utime + stime) / ticks, rssBytes: rss)
     }
-
-    static func selfStats() -> ProcStats? { read(pid: getpid()) }
 }
 
 /// Raises the soft open-file limit to the hard limit (connections are file descriptors).

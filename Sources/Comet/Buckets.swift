@@ -84,6 +84,4 @@ final class IPTable: Sendable {
 
     /// Distinct remote IPs with at least one connection.
     var distinctCount: Int { counts.withLock { $0.count } }
-
-    func count(for ip: String) -> Int { counts.withLock { $0[ip, default: 0] } }
 }

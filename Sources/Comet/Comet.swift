@@ -1,9 +1,11 @@
 import GoIMConfig
 import GoIMProtocol
 import Logging
+import LogicClient
 import NIOCore
 import NIOPosix
 import Atomics
+import Primitives
 import Synchronization
 
 /// Counters of rare events, shared by every loop (the per-recipient counters live in `LoopState`).
@@ -278,6 +280,8 @@ final class Comet: Sendable {
     }
 
     private let disconnectLedger = Mutex(DisconnectLedger())
+    /// Signalled when a Disconnect finishes (a routing repair waits for its key's Disconnects).
+    private let disconnectsChanged = AsyncCondition()
 
     private func disconnectStarted(_ key: String) {
         let window = TimeAmount(configuration.rpcClient.timeout) * 2
@@ -295,6 +299,7 @@ final class Comet: Sendable {
             ledger.keys[key]?.inFlight -= 1
             ledger.keys[key]?.lastFinished = .now()
         }
+        disconnectsChanged.signal()
     }
 
     /// Called when a connection authenticated with `key` after its `Connect` started at `connectStarted`. If a
@@ -312,10 +317,9 @@ final class Comet: Sendable {
         let counters = self.counters
         let patience = configuration.rpcClient.timeout + .seconds(1)
         logicCalls.spawn(limited: false) {
-            let deadline = ContinuousClock.now + patience
-            while self.disconnectLedger.withLock({ $0.keys[key]?.inFlight ?? 0 }) > 0 && ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(10))
-            }
+            _ = await self.disconnectsChanged.wait(
+                until: { self.disconnectLedger.withLock { ($0.keys[key]?.inFlight ?? 0) == 0 } },
+                deadline: .now + patience)
             do {
                 try await logic.heartbeat(mid: mid, key: key, server: server)
                 logger.debug(
@@ -351,9 +355,7 @@ final class Comet: Sendable {
                 }
             }
         }
-        while logicCalls.inFlight > 0 && !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(10))
-        }
+        await logicCalls.drained()
     }
 
     func statistics() async -> CometStatistics {

@@ -1,12 +1,12 @@
-import GRPCCore
-import GRPCNIOTransportHTTP2
+import GoIMConfig
 import Logging
 import NIOCore
+import NIOSSL
+import Primitives
 import ServiceLifecycle
-import Synchronization
 
-/// Reports this comet's room counts to Logic every `onlineInterval` (`RenewOnline`, gzip) and keeps the
-/// cluster-wide counts it returns for heartbeat replies; retries after 1 s on error, as goim does.
+/// Reports this comet's room counts to Logic every `onlineInterval` (`RenewOnline`) and keeps the cluster-wide
+/// counts it returns for heartbeat replies; retries after 1 s on error, as goim does.
 struct OnlineReporter: Service {
     let comet: Comet
     let interval: Duration
@@ -43,46 +43,46 @@ struct ConnectionsService: Service {
     }
 }
 
-/// Runs the comet's gRPC server and publishes its address; stops it gracefully (in-flight calls finish).
-struct GRPCServerService: Service {
-    let server: GRPCServer<HTTP2ServerTransport.Posix>
-    let onListening: @Sendable (Int) -> Void
+/// Binds the client listeners (TCP, WebSocket, WebSocket over TLS) and publishes their ports; closes them first on
+/// graceful shutdown (stop accepting). Last in the comet's services, so it starts when everything it feeds exists.
+final class ListenersService: Service {
+    let comet: Comet
+    let tls: NIOSSLContext?
+    let addresses = OnceValue<[BoundListener]>()
+
+    init(comet: Comet, tls: NIOSSLContext?) {
+        self.comet = comet
+        self.tls = tls
+    }
 
     func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await server.serve() }
-                if let address = try await server.listeningAddress {
-                    onListening(address.ipv4?.port ?? address.ipv6?.port ?? 0)
-                }
-            }
-        } onGracefulShutdown: {
-            server.beginGracefulShutdown()
+        let listeners: [BoundListener]
+        do {
+            listeners = try await Listeners.bind(comet: comet, tls: tls)
+        } catch {
+            addresses.fail(error)
+            throw error
         }
-    }
-}
-
-/// Holds the bound client listeners; closes them first on graceful shutdown (stop accepting).
-struct ListenersService: Service {
-    let listeners: [BoundListener]
-    let logger: Logger
-
-    func run() async {
+        addresses.publish(listeners)
         try? await gracefulShutdown()
         for listener in listeners {
             try? await listener.channel.close()
         }
-        logger.info("stopped accepting connections")
+        comet.logger.info("stopped accepting connections")
     }
 }
 
-/// Runs `service` once `ready` returns (e.g. registration once every port is known).
+/// Runs `service` once `ready` returns (registration once every port is known).
 struct AfterReady: Service {
-    let ready: @Sendable () async throws -> Void
     let service: any Service
+    let ready: @Sendable () async throws -> Void
 
     func run() async throws {
-        try await ready()
+        do {
+            try await cancelWhenGracefulShutdown { try await ready() }
+        } catch {
+            return  // shutting down, or a listener failed (its service reports that)
+        }
         try await service.run()
     }
 }
@@ -94,43 +94,4 @@ public struct BoundAddresses: Sendable, Equatable {
     public var webSocketTLS: [Int]
     /// The `goim.comet.Comet` gRPC port.
     public var rpc: Int
-}
-
-/// A value published once, awaited by many.
-final class Board<Value: Sendable>: Sendable {
-    private struct State {
-        var result: Result<Value, any Error>?
-        var waiters: [CheckedContinuation<Value, any Error>] = []
-    }
-
-    private let state = Mutex(State())
-
-    var current: Value? {
-        state.withLock { state in
-            if case .success(let value) = state.result { return value }
-            return nil
-        }
-    }
-
-    /// The first result wins; later ones are ignored.
-    func publish(_ result: Result<Value, any Error>) {
-        let waiters = state.withLock { state -> [CheckedContinuation<Value, any Error>] in
-            guard state.result == nil else { return [] }
-            state.result = result
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume(with: result) }
-    }
-
-    func value() async throws -> Value {
-        try await withCheckedThrowingContinuation { continuation in
-            let result = state.withLock { state -> Result<Value, any Error>? in
-                if let result = state.result { return result }
-                state.waiters.append(continuation)
-                return nil
-            }
-            if let result { continuation.resume(with: result) }
-        }
-    }
 }

@@ -29,8 +29,6 @@ final class Whitelist: Sendable {
         }
     }
 
-    var isEmpty: Bool { mids.isEmpty }
-
     func contains(_ mid: Int64) -> Bool { !mids.isEmpty && mids.contains(mid) }
 
     /// One line for a whitelisted connection.

@@ -154,8 +154,6 @@ public struct ConfigSection {
     let reader: ConfigReader
     public let path: [String]
 
-    public func subsection(_ name: String) -> ConfigSection { ConfigSection(reader: reader, path: path + [name]) }
-
     public func field(_ key: String) -> String { (path + [key]).joined(separator: ".") }
 
     public func has(_ key: String) -> Bool { reader.lookup(path, key).0 != nil }

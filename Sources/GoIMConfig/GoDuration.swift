@@ -54,10 +54,6 @@ extension Duration {
         if overflow { return seconds < 0 ? .min : .max }
         return product + attoseconds / 1_000_000_000
     }
-
-    public var secondsDouble: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
 }
 
 #if canImport(Foundation)

@@ -5,6 +5,7 @@ import GoIMConfig
 import GoIMRPC
 import NIOCore
 import NIOPosix
+import Primitives
 
 /// The comet RPCs job makes (`goim.comet.Comet`), behind a protocol so that delivery can be
 /// tested with in-memory comets as well as over gRPC.
@@ -54,12 +55,10 @@ public final class GRPCCometClient: CometRPC {
             throw JobError.badCometAddress(address)
         }
         let target: any ResolvableTarget =
-            if IPv4Address(hostPort.host) != nil {
-                .ipv4(address: hostPort.host, port: hostPort.port)
-            } else if hostPort.host.contains(":") {
-                .ipv6(address: hostPort.host, port: hostPort.port)
-            } else {
-                .dns(host: hostPort.host, port: hostPort.port)
+            switch IPAddressLiteral(hostPort.host) {
+            case .v4: .ipv4(address: hostPort.host, port: hostPort.port)
+            case .v6: .ipv6(address: hostPort.host, port: hostPort.port)
+            case nil: .dns(host: hostPort.host, port: hostPort.port)
             }
         let transport = try HTTP2ClientTransport.Posix(
             target: target,
@@ -110,14 +109,6 @@ public final class GRPCCometClient: CometRPC {
     /// The default connector: a gRPC client per comet, calls bounded by `timeout`.
     public static func connector(timeout: Duration) -> CometConnector {
         { instance in try GRPCCometClient(address: instance.rpcAddress, timeout: timeout) }
-    }
-}
-
-/// A dotted-quad IPv4 literal (just enough to choose the gRPC resolver).
-private struct IPv4Address {
-    init?(_ text: String) {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4, parts.allSatisfy({ UInt8($0) != nil }) else { return nil }
     }
 }
 

@@ -1,10 +1,11 @@
 import Logging
 import Registry
 import ServiceLifecycle
+import Primitives
 import Synchronization
 
 /// One live comet as job sees it: its client and the limit on concurrent calls to it.
-public final class Comet: Sendable {
+public final class CometEndpoint: Sendable {
     public let hostname: String
     public let rpcAddress: String
     let rpc: any CometRPC
@@ -72,7 +73,7 @@ public final class CometPool: Service, Sendable {
     }
 
     struct Member {
-        var comet: Comet
+        var comet: CometEndpoint
         var lastSeen: ContinuousClock.Instant
     }
 
@@ -93,8 +94,8 @@ public final class CometPool: Service, Sendable {
     let connector: CometConnector
     let logger: Logger
     private let state = Mutex(State())
-    private let started: AsyncStream<Comet>
-    private let startedContinuation: AsyncStream<Comet>.Continuation
+    private let started: AsyncStream<CometEndpoint>
+    private let startedContinuation: AsyncStream<CometEndpoint>.Continuation
 
     /// - Parameters:
     ///   - source: reads the registry (`CometRegistry.instances()` in production).
@@ -107,7 +108,7 @@ public final class CometPool: Service, Sendable {
         self.logger = logger
         self.connector = connector
         self.source = source
-        (started, startedContinuation) = AsyncStream.makeStream(of: Comet.self)
+        (started, startedContinuation) = AsyncStream.makeStream(of: CometEndpoint.self)
     }
 
     /// A pool fed by the Redis cluster registry.
@@ -120,19 +121,19 @@ public final class CometPool: Service, Sendable {
     // MARK: - Lookups
 
     /// The comet named `hostname`, if the registry lists it now.
-    public func comet(_ hostname: String) -> Comet? {
+    public func comet(_ hostname: String) -> CometEndpoint? {
         state.withLock { $0.members[hostname]?.comet }
     }
 
     /// Every live comet, sorted by hostname.
-    public var comets: [Comet] {
+    public var comets: [CometEndpoint] {
         state.withLock { state in state.members.values.map(\.comet) }.sorted { $0.hostname < $1.hostname }
     }
 
     /// The comet named `hostname`; when unknown, waits (refreshing the registry) until it appears
     /// or it has been missing for `grace`. Once that long missing, the answer comes from a registry
     /// read at most `freshness` old. Nil means the comet is not in the registry.
-    public func resolve(_ hostname: String) async -> Comet? {
+    public func resolve(_ hostname: String) async -> CometEndpoint? {
         if let comet = comet(hostname) { return comet }
         let deadline = state.withLock { state -> ContinuousClock.Instant in
             if state.missingSince.count > 10_000 { state.missingSince.removeAll() }
@@ -146,18 +147,18 @@ public final class CometPool: Service, Sendable {
     /// Every live comet; when there is none, waits (refreshing the registry) until one appears or
     /// there has been none for `grace` (then answers from a fresh registry read). Empty means no
     /// comet is registered.
-    public func resolveAll() async -> [Comet] {
+    public func resolveAll() async -> [CometEndpoint] {
         let comets = comets
         if !comets.isEmpty { return comets }
         let deadline = state.withLock { ($0.emptySince ?? .now) + settings.grace }
-        return await wait(until: deadline) { () -> [Comet]? in
+        return await wait(until: deadline) { () -> [CometEndpoint]? in
             let comets = self.comets
             return comets.isEmpty ? nil : comets
         } ?? []
     }
 
     /// The comets a room push goes to (see `RoomTargets`). `nil` when there is no comet at all.
-    func roomTargets(_ room: String) async -> [Comet]? {
+    func roomTargets(_ room: String) async -> [CometEndpoint]? {
         let all = await resolveAll()
         if all.isEmpty { return nil }
         switch settings.roomTargets {
@@ -199,8 +200,8 @@ public final class CometPool: Service, Sendable {
 
     /// Applies one registry read.
     func apply(_ instances: [CometInstanceAddress], now: ContinuousClock.Instant = .now) {
-        var added: [Comet] = []
-        var removed: [Comet] = []
+        var added: [CometEndpoint] = []
+        var removed: [CometEndpoint] = []
         state.withLock { state in
             guard !state.stopped else { return }
             state.lastRead = .now
@@ -221,7 +222,7 @@ public final class CometPool: Service, Sendable {
                     continue
                 }
                 if let old = state.members[instance.hostname] { removed.append(old.comet) }
-                let comet = Comet(
+                let comet = CometEndpoint(
                     hostname: instance.hostname, rpcAddress: instance.rpcAddress, rpc: rpc,
                     concurrency: settings.concurrency)
                 state.members[instance.hostname] = Member(comet: comet, lastSeen: now)
@@ -288,7 +289,7 @@ public final class CometPool: Service, Sendable {
                         }
                     }
                 }
-                let comets = self.state.withLock { state -> [Comet] in
+                let comets = self.state.withLock { state -> [CometEndpoint] in
                     state.stopped = true
                     defer { state.members.removeAll() }
                     return state.members.values.map(\.comet)

@@ -1,5 +1,6 @@
 import Logging
 import NATS
+import Primitives
 import Synchronization
 
 /// The messages this job has fetched and not yet settled with JetStream, and the settling itself.
@@ -38,6 +39,8 @@ final class InFlight: TicketSink {
     let statistics: JobStatistics
     let logger: Logger
     private let state = Mutex(State())
+    /// Signalled when a message is settled or removed (shutdown waits on it).
+    private let changed = AsyncCondition()
     private let closed = Atomic<Bool>(false)
     private let settlements: AsyncStream<Settlement>
     private let settlementsContinuation: AsyncStream<Settlement>.Continuation
@@ -71,6 +74,7 @@ final class InFlight: TicketSink {
             return item.message
         }
         guard let message else { return }
+        changed.signal()
         let metadata: Logger.Metadata = [
             "goim.subject": "\(message.subject)", "goim.seq": "\(message.streamSequence)",
             "goim.deliveries": "\(message.deliveryCount)",
@@ -134,6 +138,7 @@ final class InFlight: TicketSink {
             }
         }
         state.withLock { _ = $0.items.removeValue(forKey: settlement.id) }
+        changed.signal()
         permits.release()
     }
 
@@ -169,12 +174,7 @@ final class InFlight: TicketSink {
     }
 
     private func waitUntil(deadline: ContinuousClock.Instant, _ check: (State) -> Bool) async -> Bool {
-        // A poll with a short sleep keeps this simple; it only runs at shutdown.
-        while ContinuousClock.now < deadline && !Task.isCancelled {
-            if state.withLock({ check($0) }) { return true }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return state.withLock { check($0) }
+        await changed.wait(until: { state.withLock { check($0) } }, deadline: deadline)
     }
 
     var count: Int { state.withLock { $0.items.count } }

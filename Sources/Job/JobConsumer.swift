@@ -40,7 +40,7 @@ public final class JobConsumer: Service, Sendable {
     }
 
     let settings: Settings
-    let jetStream: JetStream
+    let nats: NATSClient
     let pool: CometPool
     public let statistics: JobStatistics
     let logger: Logger
@@ -50,19 +50,22 @@ public final class JobConsumer: Service, Sendable {
     private let stopping = Atomic<Bool>(false)
 
     public init(
-        settings: Settings, jetStream: JetStream, pool: CometPool, statistics: JobStatistics, logger: Logger,
+        settings: Settings, nats: NATSClient, pool: CometPool, statistics: JobStatistics, logger: Logger,
         streamConfiguration: StreamConfiguration? = nil
     ) {
         self.settings = settings
         self.streamConfiguration = streamConfiguration
-        self.jetStream = jetStream
+        self.nats = nats
         self.pool = pool
         self.statistics = statistics
         self.logger = logger
     }
 
     public func run() async throws {
-        guard let consumer = await bind() else { return }
+        // NATS may come up after the job: wait for it (or for shutdown).
+        guard let connection = try? await cancelWhenGracefulShutdown({ try await self.nats.connection() }) else { return }
+        let jetStream = try connection.jetStream()
+        guard let consumer = await bind(jetStream) else { return }
         logger.info("consuming pushes", metadata: [
             "goim.stream": "\(settings.stream)", "goim.durable": "\(settings.durable)",
         ])
@@ -82,7 +85,7 @@ public final class JobConsumer: Service, Sendable {
                     await withDiscardingTaskGroup { bell in
                         bell.addTask {
                             do {
-                                try await doorbell.listen(self.jetStream.connection, subject: self.settings.filterSubject ?? ">")
+                                try await doorbell.listen(connection, subject: self.settings.filterSubject ?? ">")
                             } catch {
                                 self.logger.warning("cannot subscribe to the push subjects; polling instead", metadata: [
                                     "error": "\(error)"
@@ -115,7 +118,7 @@ public final class JobConsumer: Service, Sendable {
 
     /// Creates (or updates) the durable consumer and binds to it, retrying until it works or
     /// shutdown begins.
-    private func bind() async -> PullConsumer? {
+    private func bind(_ jetStream: JetStream) async -> PullConsumer? {
         var delay = settings.backoff
         var createdStream = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {

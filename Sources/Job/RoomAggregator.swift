@@ -1,6 +1,7 @@
 import Foundation
 import GoIMRPC
 import NIOCore
+import Primitives
 import Synchronization
 
 /// Where a message's final outcome goes (the consumer acknowledges it there).

@@ -96,7 +96,6 @@ public final class ClusterState: Sendable {
         var instances: [CometInstance] = []
         var balancer = WeightedBalancer()
         var roomCount: [String: Int32] = [:]
-        var refreshed = false
     }
 
     private let state = Mutex(Snapshot())
@@ -119,9 +118,6 @@ public final class ClusterState: Sendable {
     /// Cluster-wide room counts (room key → connections), as last recomputed.
     public var roomCount: [String: Int32] { state.withLock { $0.roomCount } }
 
-    /// Whether one refresh has completed.
-    public var isRefreshed: Bool { state.withLock { $0.refreshed } }
-
     public func update(instances: [CometInstance]) {
         state.withLock { state in
             state.instances = instances
@@ -132,7 +128,6 @@ public final class ClusterState: Sendable {
     public func update(roomCount: [String: Int32]) {
         state.withLock { state in
             state.roomCount = roomCount
-            state.refreshed = true
         }
     }
 

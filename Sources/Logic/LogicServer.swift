@@ -2,15 +2,15 @@ import GoIMConfig
 import Hummingbird
 import Logging
 import NIOCore
+import Primitives
 import Redis
 import Registry
 import ServiceLifecycle
-import Synchronization
-import UnixSignals
+import ServiceRuntime
 
-/// A whole Logic process: the Redis client, the NATS/JetStream queue, the online refresher, the gRPC
-/// server and the HTTP server, each a `Service`. `services` lists them in dependency order, so a
-/// `ServiceGroup` starts the clients first and, on graceful shutdown, stops the listeners first.
+/// A whole Logic process, as the services an executable runs in one `ServiceGroup`: the Redis client, the
+/// NATS/JetStream queue, the online refresher, the gRPC server and the HTTP server. `services` lists them in start
+/// order, so the group starts the clients first and, on graceful shutdown, stops the listeners first.
 ///
 /// Several Logic processes may run against one Redis and one NATS: all state is in Redis (routing,
 /// online counts, registry) and JetStream; each process recomputes the cluster view on its own.
@@ -24,7 +24,7 @@ public final class LogicServer: Sendable {
     public let grpc: GRPCServerService
     public let http: Application<LogicHTTPResponder>
     let logger: Logger
-    private let boundHTTPPort: BoundPort
+    private let boundHTTPPort: OnceValue<Int>
 
     /// Builds everything; nothing connects or listens before `run()`. Throws `LogicStartError` when the
     /// JWT key file cannot be read.
@@ -46,20 +46,24 @@ public final class LogicServer: Sendable {
         let core = LogicCore(
             routing: routing, online: online, queue: queue, authenticator: authenticator, cluster: cluster,
             sessionHeartbeat: configuration.sessionHeartbeat, logger: logger)
-        let port = BoundPort()
+        let port = OnceValue<Int>()
+        self.boundHTTPPort = port
         self.configuration = configuration
         self.logger = logger
         self.redis = redis
         self.queue = queue
         self.cluster = cluster
         self.core = core
-        self.boundHTTPPort = port
         refresher = OnlineRefresher(
             registry: CometRegistry(redis: redis, configuration: configuration.registry), store: online, cluster: cluster,
             refresh: configuration.online.refresh, staleAfter: configuration.online.staleAfter, logger: logger)
+        // Accepts gzip and deflate requests (the default): goim's comet gzips RenewOnline.
+        var rpcOptions = GRPCServerService.Options()
+        rpcOptions.maxReceiveMessageSize = configuration.rpcServer.maxReceiveMessageSize
         grpc = GRPCServerService(
-            address: configuration.rpcServer.addr, maxReceiveMessageSize: configuration.rpcServer.maxReceiveMessageSize,
-            services: [LogicRPCService(core: core, logger: logger), LogicBatchRPCService(core: core, logger: logger)])
+            name: "goim.logic.Logic", address: configuration.rpcServer.addr,
+            services: [LogicRPCService(core: core, logger: logger), LogicBatchRPCService(core: core, logger: logger)],
+            options: rpcOptions, logger: logger)
         http = Application(
             responder: LogicHTTPResponder(
                 core: core, maxBodySize: configuration.httpServer.maxBodySize, pushToken: configuration.httpServer.pushToken,
@@ -68,7 +72,7 @@ public final class LogicServer: Sendable {
                 address: .hostname(configuration.httpServer.addr.host, port: configuration.httpServer.addr.port)),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? 0
-                port.set(bound)
+                port.publish(bound)
                 logger.info("HTTP API listening", metadata: ["goim.port": "\(bound)"])
             },
             logger: logger)
@@ -77,48 +81,9 @@ public final class LogicServer: Sendable {
     /// In start order; a `ServiceGroup` shuts them down in reverse.
     public var services: [any Service] { [redis, queue, refresher, grpc, http] }
 
-    /// Runs every service until SIGTERM/SIGINT (or `triggerGracefulShutdown` of the returned group).
-    public func serviceGroup(gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint]) -> ServiceGroup {
-        var config = ServiceGroupConfiguration(
-            services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
-            gracefulShutdownSignals: gracefulShutdownSignals,
-            logger: logger)
-        config.maximumGracefulShutdownDuration = .seconds(15)
-        return ServiceGroup(configuration: config)
-    }
-
     /// The HTTP port once the listener is up (the configured one, or the one chosen for port 0).
-    public func httpPort() async -> Int { await boundHTTPPort.wait() }
-
-    /// The HTTP port if the listener is up already.
-    public var boundHTTPPortIfListening: Int? { boundHTTPPort.value }
+    public func httpPort() async throws -> Int { try await boundHTTPPort.value() }
 
     /// The gRPC port once the listener is up.
-    public func rpcPort() async throws -> Int? { try await grpc.listeningPort() }
-}
-
-/// A port learnt when a listener starts, awaited by whoever needs it.
-final class BoundPort: Sendable {
-    private let state = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
-
-    func set(_ port: Int) {
-        let waiters = state.withLock { state -> [CheckedContinuation<Int, Never>] in
-            state.port = port
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        waiters.forEach { $0.resume(returning: port) }
-    }
-
-    var value: Int? { state.withLock { $0.port } }
-
-    func wait() async -> Int {
-        await withCheckedContinuation { continuation in
-            let port = state.withLock { state -> Int? in
-                if state.port == nil { state.waiters.append(continuation) }
-                return state.port
-            }
-            if let port { continuation.resume(returning: port) }
-        }
-    }
+    public func rpcPort() async throws -> Int { try await grpc.listeningPort() }
 }

@@ -20,25 +20,30 @@ public protocol PushQueue: Sendable {
 /// `<nats.subject>.push|room|broadcast` as protobuf `goim.logic.PushMsg`; a publish returns after the
 /// stream's ack.
 ///
-/// As a `Service` it connects in `run()` (retrying every second while NATS is unreachable, so Logic can
-/// start before NATS), and drains the connection on graceful shutdown. Until connected every publish fails
-/// with `LogicError.queueUnavailable`.
+/// As a `Service` it connects in `run()` (`NATSClient`: retrying every second while NATS is unreachable, so
+/// Logic can start before NATS), and drains the connection on graceful shutdown. Until connected every publish
+/// fails with `LogicError.queueUnavailable`.
 public final class JetStreamPushQueue: PushQueue, Service {
     public let configuration: NATSSection
     public let clientName: String
     let logger: Logger
-    private let state = Mutex<State>(State())
-
-    private struct State {
-        var connection: NATSConnection?
-        var jetStream: JetStream?
-        var lastError = "not connected yet"
-    }
+    private let nats: NATSClient
+    /// Set once the stream is ready on the connection.
+    private let jetStream = Mutex<JetStream?>(nil)
 
     public init(configuration: NATSSection, clientName: String = "goim-logic", logger: Logger) {
         self.configuration = configuration
         self.clientName = clientName
         self.logger = logger
+        var nats = NATSConfiguration(
+            urls: configuration.urls, name: clientName, connectTimeout: configuration.connectTimeout,
+            user: configuration.user.isEmpty ? nil : configuration.user,
+            password: configuration.password.isEmpty ? nil : configuration.password,
+            token: configuration.token.isEmpty ? nil : configuration.token)
+        // A JetStream publish holds one of these threads until the stream's ack: they bound how many
+        // pushes wait for their ack at once.
+        nats.blockingThreads = Self.publishConcurrency
+        self.nats = NATSClient(configuration: nats, logger: logger)
     }
 
     /// The stream Logic publishes into.
@@ -48,90 +53,51 @@ public final class JetStreamPushQueue: PushQueue, Service {
             maxAge: configuration.maxAge, maxBytes: Int64(configuration.maxBytes), replicas: configuration.replicas)
     }
 
-    var natsConfiguration: NATSConfiguration {
-        var nats = NATSConfiguration(
-            urls: configuration.urls, name: clientName, connectTimeout: configuration.connectTimeout,
-            user: configuration.user.isEmpty ? nil : configuration.user,
-            password: configuration.password.isEmpty ? nil : configuration.password,
-            token: configuration.token.isEmpty ? nil : configuration.token)
-        // A JetStream publish holds one of these threads until the stream's ack: they bound how many
-        // pushes wait for their ack at once.
-        nats.blockingThreads = Self.publishConcurrency
-        return nats
-    }
-
     /// Pushes waiting for their JetStream ack at once (per Logic process).
     static let publishConcurrency = 32
 
-    /// Connects and sets up the stream once; throws when NATS is unreachable. `run()` calls it until it works.
-    public func connect() async throws {
-        let connection = try await NATSConnection.connect(natsConfiguration, logger: logger)
-        do {
-            let jetStream = try connection.jetStream(requestTimeout: .seconds(5))
-            try await jetStream.createOrUpdateStream(streamConfiguration)
-            let old = state.withLock { state -> NATSConnection? in
-                defer {
-                    state.connection = connection
-                    state.jetStream = jetStream
-                    state.lastError = ""
-                }
-                return state.connection
-            }
-            if let old { await old.close() }
-            logger.info(
-                "NATS connected, JetStream stream ready",
-                metadata: ["goim.nats.stream": "\(configuration.stream)", "goim.nats.subjects": "\(configuration.subject).>"])
-        } catch {
-            await connection.close()
-            throw error
-        }
-    }
-
     public var isConnected: Bool {
-        state.withLock { $0.connection?.isConnected ?? false }
+        jetStream.withLock { $0 != nil } && (nats.current?.isConnected ?? false)
     }
 
+    /// Runs the NATS connection (connected with retries) and sets the stream up once it is there.
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            var attempt = 0
-            while !Task.isCancelled {
-                do {
-                    try await self.connect()
-                    return
-                } catch {
-                    attempt += 1
-                    self.state.withLock { $0.lastError = "\(error)" }
-                    if attempt == 1 || attempt % 30 == 0 {
-                        self.logger.warning("cannot reach NATS; retrying every second", metadata: ["error": "\(error)"])
-                    }
-                    try? await Task.sleep(for: .seconds(1))
-                }
-            }
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await self.nats.run() }
+            await cancelWhenGracefulShutdown { await self.setUpStream() }
         }
-        try? await gracefulShutdown()
-        await shutdown()
+        jetStream.withLock { $0 = nil }
     }
 
-    /// Drains and closes the connection; later publishes fail.
-    public func shutdown() async {
-        let connection = state.withLock { state -> NATSConnection? in
-            defer {
-                state.connection = nil
-                state.jetStream = nil
-                state.lastError = "shut down"
+    /// Creates or updates the stream, retrying every second until it works or shutdown begins.
+    private func setUpStream() async {
+        guard let connection = try? await nats.connection() else { return }
+        var attempt = 0
+        while !Task.isCancelled {
+            do {
+                let stream = try connection.jetStream(requestTimeout: .seconds(5))
+                try await stream.createOrUpdateStream(streamConfiguration)
+                jetStream.withLock { $0 = stream }
+                logger.info(
+                    "JetStream stream ready",
+                    metadata: ["goim.nats.stream": "\(configuration.stream)", "goim.nats.subjects": "\(configuration.subject).>"])
+                return
+            } catch {
+                attempt += 1
+                if attempt == 1 || attempt % 30 == 0 {
+                    logger.warning("cannot set up the JetStream stream; retrying every second", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: .seconds(1))
             }
-            return state.connection
         }
-        if let connection { try? await connection.drain(timeout: .seconds(5)) }
     }
 
     private func current() throws -> (NATSConnection, JetStream) {
-        try state.withLock { state in
-            guard let connection = state.connection, let jetStream = state.jetStream else {
-                throw LogicError.queueUnavailable("not connected to NATS at \(configuration.urls.joined(separator: ",")): \(state.lastError)")
-            }
-            return (connection, jetStream)
+        guard let connection = nats.current, let jetStream = jetStream.withLock({ $0 }) else {
+            throw LogicError.queueUnavailable(
+                "not connected to NATS at \(configuration.urls.joined(separator: ",")) (or its stream \(configuration.stream) is not ready)")
         }
+        return (connection, jetStream)
     }
 
     public func subject(for type: Goim_Logic_PushMsg.TypeEnum) -> String {

@@ -3,6 +3,7 @@ import Foundation
 import GoIMConfig
 import Logging
 import Logic
+import ServiceRuntime
 
 /// `logic --config configs/logic.toml`: loads and validates the configuration, then runs Logic until
 /// SIGTERM/SIGINT.
@@ -30,36 +31,27 @@ struct LogicCommand: AsyncParsableCommand {
     @Option(name: .customLong("weight", withSingleDash: true), help: "Overrides env.weight (goim's -weight).")
     var weight: Int?
 
+    @Option(help: "Longest graceful shutdown (seconds) before the remaining work is cancelled.")
+    var shutdownTimeout: Int = 15
+
     func run() async throws {
-        let loaded: (LogicConfiguration, unknownKeys: [String])
-        do {
-            loaded = try LogicConfiguration.load(path: config, environment: ProcessInfo.processInfo.environment)
-        } catch {
-            FileHandle.standardError.write(Data("logic: invalid configuration:\n\(error)\n".utf8))
-            throw ExitCode(1)
+        var (configuration, unknownKeys) = try CommandSupport.load("logic") {
+            try LogicConfiguration.load(path: config, environment: ProcessInfo.processInfo.environment)
         }
-        var (configuration, unknownKeys) = loaded
         if let region { configuration.env.region = region }
         if let zone { configuration.env.zone = zone }
         if let deployEnv { configuration.env.deployEnv = deployEnv }
         if let host, !host.isEmpty { configuration.env.host = host }
         if let weight { configuration.env.weight = weight }
         let logger = configuration.log.bootstrap(label: "goim.logic", unknownKeys: unknownKeys)
-        let server: LogicServer
-        do {
-            server = try await LogicServer(configuration: configuration, logger: logger)
-        } catch {
-            FileHandle.standardError.write(Data("logic: \(error)\n".utf8))
-            throw ExitCode(1)
-        }
         logger.info(
-            "logic starting",
+            "starting logic",
             metadata: [
                 "goim.http": "\(configuration.httpServer.addr)", "goim.rpc": "\(configuration.rpcServer.addr)",
                 "goim.redis": "\(configuration.redis.addr)", "goim.nats": "\(configuration.nats.urls.joined(separator: ","))",
                 "goim.auth": "\(configuration.auth.mode)",
             ])
-        try await server.serviceGroup().run()
-        logger.info("logic stopped")
+        let logic = try await CommandSupport.build("logic") { try await LogicServer(configuration: configuration, logger: logger) }
+        try await CommandSupport.run("logic", logic.services, logger: logger, shutdownTimeout: shutdownTimeout)
     }
 }

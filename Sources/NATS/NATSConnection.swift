@@ -1,6 +1,7 @@
 import CNats
 import Logging
 import NIOPosix
+import Primitives
 import ServiceLifecycle
 import Synchronization
 
@@ -232,7 +233,7 @@ private func openConnection(_ configuration: NATSConfiguration, events: Connecti
 /// What libnats' connection callbacks need: a logger and who waits for the close.
 final class ConnectionEvents: Sendable {
     let logger: Logger
-    private let state = Mutex<(closed: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private let closed = OnceValue<Void>()
     /// Set by `drain`/`close`: the disconnection libnats then reports is ours, not a lost server.
     private let closing = Atomic<Bool>(false)
 
@@ -244,23 +245,11 @@ final class ConnectionEvents: Sendable {
 
     var isClosing: Bool { closing.load(ordering: .sequentiallyConsistent) }
 
-    func markClosed() {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.closed = true
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        waiters.forEach { $0.resume() }
-    }
+    func markClosed() { closed.publish() }
 
+    /// Returns once libnats reported the connection closed (or the calling task is cancelled).
     func waitUntilClosed() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let closed = state.withLock { state -> Bool in
-                if !state.closed { state.waiters.append(continuation) }
-                return state.closed
-            }
-            if closed { continuation.resume() }
-        }
+        try? await closed.value()
     }
 }
 

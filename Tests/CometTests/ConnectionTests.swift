@@ -3,6 +3,8 @@ import GoIMClient
 import GoIMProtocol
 import GoIMRPC
 import NIOCore
+import TestLogic
+import TestSupport
 import Testing
 
 @testable import Comet

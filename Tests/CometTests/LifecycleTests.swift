@@ -12,6 +12,7 @@ import NIOPosix
 import Redis
 import Registry
 import TestSupport
+import TestLogic
 import Testing
 
 @testable import Comet
@@ -69,7 +70,7 @@ extension CometSuite {
             defer { redisServer.stop() }
             let redis = RedisClient(configuration: RedisConfiguration(port: redisServer.port))
             let registry = CometRegistry(redis: redis, configuration: RegistrySection())
-            var options = CometService.Options()
+            var options = CometServer.Options()
             options.sweepInterval = .milliseconds(50)
             let port = redisServer.port
             try await withComet(

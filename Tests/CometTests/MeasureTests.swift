@@ -8,13 +8,13 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import TestSupport
+import TestLogic
 import Testing
 
 /// Measurements, not tests: skipped unless `COMET_MEASURE=1`. Build in release for meaningful numbers:
 ///
-///     GOIM_ONLY=Comet,CometMain,GoIMClient,GoIMProtocol,GoIMRPC,GoIMConfig,Registry,Redis \
-///       swift build -c release --scratch-path .build-comet --build-tests -Xswiftc -enable-testing
-///     COMET_MEASURE=1 COMET_MEASURE_CONNECTIONS=10000 GOIM_ONLY=... \
+///     swift build -c release --scratch-path .build-comet --build-tests -Xswiftc -enable-testing
+///     COMET_MEASURE=1 COMET_MEASURE_CONNECTIONS=10000 \
 ///       swift test -c release --scratch-path .build-comet --skip-build --filter measure
 ///
 /// The comet runs as its own process (the built `comet` executable) so its RSS and CPU are its own; the clients and

@@ -5,6 +5,7 @@ import GoIMProtocol
 import GoIMRPC
 import NIOCore
 import Synchronization
+import TestLogic
 import Testing
 
 @testable import Comet

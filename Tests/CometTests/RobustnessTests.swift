@@ -4,6 +4,8 @@ import GoIMProtocol
 import GoIMRPC
 import NIOCore
 import NIOWebSocket
+import TestLogic
+import TestSupport
 import Testing
 
 @testable import Comet
@@ -234,14 +236,5 @@ extension CometSuite {
                 #expect(comet.core.ips.distinctCount == 0)
             }
         }
-    }
-}
-
-/// Polls `condition` (for values with no event to await, like a client's receive counter).
-func waitUntil(timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !condition() {
-        guard ContinuousClock.now < deadline else { throw TestFailure("condition not met in time") }
-        try await Task.sleep(for: .milliseconds(10))
     }
 }

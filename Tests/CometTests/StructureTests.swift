@@ -3,6 +3,8 @@ import GoIMProtocol
 import GoIMRPC
 import NIOCore
 import NIOEmbedded
+import TestLogic
+import LogicClient
 import Testing
 
 @testable import Comet

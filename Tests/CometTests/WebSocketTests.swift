@@ -5,6 +5,8 @@ import GoIMRPC
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+import TestLogic
+import TestSupport
 import Testing
 
 @testable import Comet

@@ -1,13 +1,14 @@
-#if JOB_REAL_COMET
 import Comet
 import Foundation
 import GoIMClient
 import GoIMConfig
 import GoIMProtocol
 import GoIMRPC
+import LogicClient
 import Logging
 import NIOCore
 import ServiceLifecycle
+import ServiceRuntime
 import Testing
 
 @testable import Job
@@ -33,7 +34,7 @@ struct AcceptingLogic: LogicAPI {
 
 /// A real comet (the Comet module) on loopback ports, registered in the harness's registry.
 struct RealComet: Sendable {
-    let service: CometService
+    let service: CometServer
     let group: ServiceGroup
     let task: Task<Void, any Error>
     let addresses: BoundAddresses
@@ -48,10 +49,11 @@ struct RealComet: Sendable {
         configuration.redis = harness.configuration.redis
         configuration.registry = harness.configuration.registry
         configuration.onlineInterval = .seconds(3600)
-        var options = CometService.Options()
+        var options = CometServer.Options()
         options.sweepInterval = .milliseconds(100)
-        let service = try CometService(configuration: configuration, logger: testLogger("goim.comet.test"), logic: AcceptingLogic(), options: options)
-        let group = ServiceGroup(configuration: .init(services: [service], logger: testLogger("goim.comet.test")))
+        let service = try await CometServer(configuration: configuration, logger: testLogger("goim.comet.test"), logic: AcceptingLogic(), options: options)
+        let group = ServiceGroup(
+            configuration: ServiceProcess.configuration(service.services, logger: testLogger("goim.comet.test"), maximumShutdown: .seconds(30)))
         let task = Task { try await group.run() }
         let addresses = try await service.addresses()
         return RealComet(service: service, group: group, task: task, addresses: addresses)
@@ -157,4 +159,3 @@ struct JobEndToEndTests {
         }
     }
 }
-#endif

@@ -6,6 +6,7 @@ import NATS
 import Redis
 import Registry
 import ServiceLifecycle
+import ServiceRuntime
 import SwiftProtobuf
 import Synchronization
 import TestSupport
@@ -111,17 +112,16 @@ final class JobHarness: Sendable {
     // MARK: Jobs
 
     /// Builds a job on this harness's servers (not yet running).
-    func makeJob(_ configure: (inout JobConfiguration) -> Void = { _ in }) async throws -> Job {
+    func makeJob(_ configure: (inout JobConfiguration) -> Void = { _ in }) async throws -> JobWorker {
         var configuration = configuration
         configure(&configuration)
-        return try await Job.make(configuration: configuration, logger: testLogger())
+        return try await JobWorker(configuration: configuration, logger: testLogger())
     }
 
     /// Runs `body` while `job` runs, then shuts the job down gracefully.
-    func withRunning<T: Sendable>(_ job: Job, _ body: () async throws -> T) async throws -> T {
+    func withRunning<T: Sendable>(_ job: JobWorker, _ body: () async throws -> T) async throws -> T {
         let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: job.services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: testLogger()))
+            configuration: ServiceProcess.configuration(job.services, logger: testLogger(), maximumShutdown: .seconds(60)))
         return try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             do {

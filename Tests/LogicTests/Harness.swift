@@ -12,6 +12,7 @@ import Redis
 import Registry
 import ServiceLifecycle
 import Synchronization
+import ServiceRuntime
 import TestSupport
 import Testing
 
@@ -83,15 +84,14 @@ final class LogicHarness: Sendable {
         var logger = Logger(label: "logic-test")
         logger.logLevel = ProcessInfo.processInfo.environment["LOGIC_TEST_LOG"] != nil ? .debug : .critical
         let server = try await LogicServer(configuration: configuration, logger: logger)
-        let group = server.serviceGroup(gracefulShutdownSignals: [])
+        let group = ServiceGroup(configuration: ServiceProcess.configuration(server.services, logger: logger, maximumShutdown: .seconds(15)))
         let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redisServer.port))
         let nats = try await NATSConnection.connect(NATSConfiguration(urls: ["nats://127.0.0.1:\(natsServer.port)"]))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             do {
-                try await waitUntil("the HTTP listener") { server.boundHTTPPortIfListening != nil }
-                let httpPort = try #require(server.boundHTTPPortIfListening)
-                let rpcPort = try #require(try await server.rpcPort())
+                let httpPort = try await server.httpPort()
+                let rpcPort = try await server.rpcPort()
                 try await waitUntil("JetStream queue connected") { server.queue.isConnected }
                 let harness = LogicHarness(
                     redisServer: redisServer, natsServer: natsServer, configuration: configuration, server: server,

@@ -4,6 +4,8 @@ import GoIMConfig
 import GoIMProtocol
 import GoIMRPC
 import Redis
+import ServiceLifecycle
+import ServiceRuntime
 import Testing
 
 @testable import Logic
@@ -207,19 +209,23 @@ struct RPCTests {
             #expect(try await h.command("HEXISTS", "ol_\(request.server)", String("live://1".cityHash32 % 64)).int == 1)
 
             // Control: a server refusing compression rejects the same call, so the client did compress.
+            var strictOptions = GRPCServerService.Options()
+            strictOptions.acceptedCompression = .none
             let strict = GRPCServerService(
-                address: .init(host: "127.0.0.1", port: 0), maxReceiveMessageSize: 1 << 20,
-                services: [LogicRPCService(core: h.server.core, logger: .init(label: "t"))], acceptCompressed: false)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await strict.server.serve() }
-                let port = try #require(try await strict.listeningPort())
+                name: "strict", address: .init(host: "127.0.0.1", port: 0),
+                services: [LogicRPCService(core: h.server.core, logger: .init(label: "t"))], options: strictOptions,
+                logger: .init(label: "t"))
+            let group = ServiceGroup(configuration: ServiceProcess.configuration([strict], logger: .init(label: "t"), maximumShutdown: .seconds(5)))
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                let port = try await strict.listeningPort()
                 await #expect(throws: RPCError.self) {
                     try await h.withLogicClient(compression: .gzip, port: port) { client in
                         _ = try await client.renewOnline(request, options: options)
                     }
                 }
-                strict.server.beginGracefulShutdown()
-                try await group.waitForAll()
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
             }
         }
     }

@@ -9,13 +9,15 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import ServiceRuntime
+import TestLogic
 import Testing
 
 @testable import Comet
 
 /// A running comet with a test Logic, and a gRPC client to the comet's `goim.comet.Comet` service.
 struct Harness: Sendable {
-    let comet: CometService
+    let comet: CometServer
     let logic: TestLogic
     let addresses: BoundAddresses
     let rpc: Goim_Comet_Comet.Client<HTTP2ClientTransport.Posix>
@@ -97,8 +99,8 @@ let testLogger: Logger = {
 /// Runs `body` against a fresh comet and test Logic on loopback ports, then shuts both down gracefully.
 func withComet(
     logic: TestLogic = TestLogic(),
-    options: CometService.Options = {
-        var options = CometService.Options()
+    options: CometServer.Options = {
+        var options = CometServer.Options()
         options.registration = false
         options.sweepInterval = .milliseconds(50)
         return options
@@ -130,8 +132,9 @@ func withComet(
     configuration.onlineInterval = .seconds(3600)
     configure(&configuration)
 
-    let comet = try CometService(configuration: configuration, logger: testLogger, options: options)
-    let serviceGroup = ServiceGroup(configuration: .init(services: [comet], logger: testLogger))
+    let comet = try await CometServer(configuration: configuration, logger: testLogger, options: options)
+    let serviceGroup = ServiceGroup(
+        configuration: ServiceProcess.configuration(comet.services, logger: testLogger, maximumShutdown: .seconds(30)))
     let cometTask = Task { try await serviceGroup.run() }
 
     let addresses: BoundAddresses

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Synchronization
+import TestLogic
 
 /// A byte-level TCP client: writes exactly the given bytes and collects exactly what the server sends, for golden
 /// bytes and hostile inputs. With `reading: false` it never reads (a slow consumer).

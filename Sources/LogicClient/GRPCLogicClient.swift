@@ -6,22 +6,9 @@ import GoIMRPC
 import Logging
 import NIOCore
 import NIOPosix
+import Primitives
 import ServiceLifecycle
 import Synchronization
-
-/// The calls a comet makes to Logic (`goim.logic.Logic`). `GRPCLogicClient` is the real one; the seam lets other
-/// transports or in-process Logic implementations be plugged in.
-public protocol LogicAPI: Sendable {
-    /// Authenticates a connection: `token` is the op 7 body unchanged, `cookie` the WebSocket Cookie header.
-    func connect(server: String, cookie: String, token: Data) async throws -> Goim_Logic_ConnectReply
-    func disconnect(mid: Int64, key: String, server: String) async throws
-    /// Refreshes the session in Logic's routing store.
-    func heartbeat(mid: Int64, key: String, server: String) async throws
-    /// Reports this comet's room counts; returns the cluster-wide counts of all rooms.
-    func renewOnline(server: String, roomCount: [String: Int32]) async throws -> [String: Int32]
-    /// Forwards a client packet with an operation the comet does not handle itself.
-    func receive(mid: Int64, proto: Goim_Protocol_Proto) async throws
-}
 
 /// `LogicAPI` over grpc-swift-2 (HTTP/2, plaintext), spreading calls round-robin over the configured addresses,
 /// each call with a deadline (goim had none: bug 31). Nothing is compressed, not even `RenewOnline` (goim gzips it):
@@ -64,7 +51,7 @@ public final class GRPCLogicClient: LogicAPI, Service {
             config.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(3), allowWithoutCalls: true)
         }
         let serviceConfig = ServiceConfig(loadBalancingConfig: [.roundRobin])
-        let literal = addresses.allSatisfy { Self.isIPv4Literal($0.host) }
+        let literal = addresses.allSatisfy { IPAddressLiteral($0.host) == .v4 }
         var targets: [any ResolvableTarget] = []
         if literal {
             let target: ResolvableTargets.IPv4 = .ipv4(pairs: addresses.map { (host: $0.host, port: $0.port) })
@@ -84,11 +71,11 @@ public final class GRPCLogicClient: LogicAPI, Service {
             // The batchers' send closures call back into this client; `weak` keeps them from owning it.
             let box = WeakBox<GRPCLogicClient>()
             connects = CallBatcher(lanes: Self.batchLanes, maxBatch: batchSize) { requests in
-                guard let client = box.value else { throw CometError.notRunning }
+                guard let client = box.value else { throw LogicClientError.stopped }
                 return await client.sendConnects(requests)
             }
             disconnects = CallBatcher(lanes: Self.batchLanes, maxBatch: batchSize) { requests in
-                guard let client = box.value else { throw CometError.notRunning }
+                guard let client = box.value else { throw LogicClientError.stopped }
                 return await client.sendDisconnects(requests)
             }
             box.value = self
@@ -96,11 +83,6 @@ public final class GRPCLogicClient: LogicAPI, Service {
             connects = nil
             disconnects = nil
         }
-    }
-
-    static func isIPv4Literal(_ host: String) -> Bool {
-        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts.allSatisfy { UInt8($0) != nil }
     }
 
     public func run() async throws {
@@ -191,7 +173,7 @@ public final class GRPCLogicClient: LogicAPI, Service {
             do {
                 let results = try await batch(requests, Swiftgoim_Logic_LogicBatch.Client(wrapping: nextClient()), options)
                 guard results.count == requests.count else {
-                    let error = CometError.logicReply("\(method) of \(requests.count) calls got \(results.count) results")
+                    let error = LogicClientError.badReply("\(method) of \(requests.count) calls got \(results.count) results")
                     return requests.map { _ in .failure(error) }
                 }
                 return results.map { $0.status.code == 0 ? .success($0.reply) : .failure(Self.error($0.status)) }

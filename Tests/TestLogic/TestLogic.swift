@@ -1,47 +1,54 @@
 import Foundation
 import GRPCCore
-import GRPCNIOTransportHTTP2
 import GoIMProtocol
 import GoIMRPC
 import Synchronization
 
 /// A small real `goim.logic.Logic` gRPC service for the comet's tests: it decodes auth bodies with `AuthBody`
 /// (as Logic does), records every call, and lets tests await calls instead of sleeping.
-final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
-    struct ConnectCall: Sendable {
-        var server: String
-        var cookie: String
-        var body: AuthBody
+public final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
+    public struct ConnectCall: Sendable {
+        public var server: String
+        public var cookie: String
+        public var body: AuthBody
     }
 
-    struct DisconnectCall: Sendable, Equatable {
-        var mid: Int64
-        var key: String
-        var server: String
+    public struct DisconnectCall: Sendable, Equatable {
+        public var mid: Int64
+        public var key: String
+        public var server: String
+
+        public init(mid: Int64, key: String, server: String) {
+            self.mid = mid
+            self.key = key
+            self.server = server
+        }
     }
 
-    struct RenewCall: Sendable {
-        var server: String
-        var roomCount: [String: Int32]
-        var encoding: String?
+    public struct RenewCall: Sendable {
+        public var server: String
+        public var roomCount: [String: Int32]
+        public var encoding: String?
         /// `grpc-accept-encoding`: what the comet would let Logic compress replies with.
-        var acceptEncoding: String = ""
+        public var acceptEncoding: String = ""
     }
 
-    struct ReceiveCall: Sendable {
-        var mid: Int64
-        var proto: Goim_Protocol_Proto
+    public struct ReceiveCall: Sendable {
+        public var mid: Int64
+        public var proto: Goim_Protocol_Proto
     }
 
-    struct Calls: Sendable {
-        var connects: [ConnectCall] = []
-        var failedConnects = 0
-        var disconnects: [DisconnectCall] = []
-        var heartbeats: [DisconnectCall] = []
-        var renews: [RenewCall] = []
-        var receives: [ReceiveCall] = []
+    public struct Calls: Sendable {
+        public var connects: [ConnectCall] = []
+        public var failedConnects = 0
+        public var disconnects: [DisconnectCall] = []
+        public var heartbeats: [DisconnectCall] = []
+        public var renews: [RenewCall] = []
+        public var receives: [ReceiveCall] = []
         /// "disconnect:<key>" and "heartbeat:<key>" in the order Logic handled them.
-        var order: [String] = []
+        public var order: [String] = []
+
+        public init() {}
     }
 
     private struct Waiter {
@@ -58,14 +65,14 @@ final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
 
     private let state = Mutex(State())
     /// `ConnectReply.heartbeat` in nanoseconds, per key (default for keys not listed).
-    let heartbeat: @Sendable (String) -> Int64
+    public let heartbeat: @Sendable (String) -> Int64
     /// What RenewOnline answers.
-    let allRoomCount = Mutex<[String: Int32]>([:])
+    public let allRoomCount = Mutex<[String: Int32]>([:])
 
     /// How long Disconnect takes, per key (nil: at once).
-    let disconnectDelay: @Sendable (String) -> Duration?
+    public let disconnectDelay: @Sendable (String) -> Duration?
 
-    init(
+    public init(
         heartbeat: @escaping @Sendable (String) -> Int64 = { _ in 240_000_000_000 * 2 },
         disconnectDelay: @escaping @Sendable (String) -> Duration? = { _ in nil }
     ) {
@@ -73,7 +80,7 @@ final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
         self.disconnectDelay = disconnectDelay
     }
 
-    var calls: Calls { state.withLock { $0.calls } }
+    public var calls: Calls { state.withLock { $0.calls } }
 
     private func record(_ change: (inout Calls) -> Void) {
         let ready = state.withLock { state -> [CheckedContinuation<Void, any Error>] in
@@ -92,7 +99,7 @@ final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
     }
 
     /// Returns once `condition` holds for the recorded calls; throws after `timeout`.
-    func wait(timeout: Duration = .seconds(10), until condition: @escaping @Sendable (Calls) -> Bool) async throws {
+    public func wait(timeout: Duration = .seconds(10), until condition: @escaping @Sendable (Calls) -> Bool) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.waitForever(condition) }
             group.addTask {
@@ -130,7 +137,7 @@ final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
 
     // MARK: Logic
 
-    func connect(request: Goim_Logic_ConnectReq, context: ServerContext) async throws -> Goim_Logic_ConnectReply {
+    public func connect(request: Goim_Logic_ConnectReq, context: ServerContext) async throws -> Goim_Logic_ConnectReply {
         let body: AuthBody
         do {
             body = try AuthBody.decode(Array(request.token))
@@ -148,7 +155,7 @@ final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
         return reply
     }
 
-    func disconnect(request: Goim_Logic_DisconnectReq, context: ServerContext) async throws -> Goim_Logic_DisconnectReply {
+    public func disconnect(request: Goim_Logic_DisconnectReq, context: ServerContext) async throws -> Goim_Logic_DisconnectReply {
         if let delay = disconnectDelay(request.key) { try await Task.sleep(for: delay) }
         record {
             $0.disconnects.append(DisconnectCall(mid: request.mid, key: request.key, server: request.server))
@@ -159,7 +166,7 @@ final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
         return reply
     }
 
-    func heartbeat(request: Goim_Logic_HeartbeatReq, context: ServerContext) async throws -> Goim_Logic_HeartbeatReply {
+    public func heartbeat(request: Goim_Logic_HeartbeatReq, context: ServerContext) async throws -> Goim_Logic_HeartbeatReply {
         record {
             $0.heartbeats.append(DisconnectCall(mid: request.mid, key: request.key, server: request.server))
             $0.order.append("heartbeat:\(request.key)")
@@ -168,7 +175,7 @@ final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
     }
 
     /// Overrides the simple form to see the request metadata (the `grpc-encoding` the comet used).
-    func renewOnline(request: ServerRequest<Goim_Logic_OnlineReq>, context: ServerContext) async throws
+    public func renewOnline(request: ServerRequest<Goim_Logic_OnlineReq>, context: ServerContext) async throws
         -> ServerResponse<Goim_Logic_OnlineReply>
     {
         let encoding = request.metadata[stringValues: "grpc-encoding"].first(where: { _ in true })
@@ -184,31 +191,31 @@ final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
         return ServerResponse(message: reply)
     }
 
-    func renewOnline(request: Goim_Logic_OnlineReq, context: ServerContext) async throws -> Goim_Logic_OnlineReply {
+    public func renewOnline(request: Goim_Logic_OnlineReq, context: ServerContext) async throws -> Goim_Logic_OnlineReply {
         var reply = Goim_Logic_OnlineReply()
         reply.allRoomCount = allRoomCount.withLock { $0 }
         return reply
     }
 
-    func receive(request: Goim_Logic_ReceiveReq, context: ServerContext) async throws -> Goim_Logic_ReceiveReply {
+    public func receive(request: Goim_Logic_ReceiveReq, context: ServerContext) async throws -> Goim_Logic_ReceiveReply {
         record { $0.receives.append(ReceiveCall(mid: request.mid, proto: request.proto)) }
         return Goim_Logic_ReceiveReply()
     }
 
-    func nodes(request: Goim_Logic_NodesReq, context: ServerContext) async throws -> Goim_Logic_NodesReply {
+    public func nodes(request: Goim_Logic_NodesReq, context: ServerContext) async throws -> Goim_Logic_NodesReply {
         Goim_Logic_NodesReply()
     }
 }
 
 extension TestLogic.Calls {
-    var summary: String {
+    public var summary: String {
         "connects \(connects.count) (failed \(failedConnects)), disconnects \(disconnects.map(\.key)), heartbeats \(heartbeats.count), renews \(renews.count), receives \(receives.count)"
     }
 
-    func disconnects(of key: String) -> Int { disconnects.filter { $0.key == key }.count }
+    public func disconnects(of key: String) -> Int { disconnects.filter { $0.key == key }.count }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

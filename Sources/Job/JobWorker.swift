@@ -7,44 +7,38 @@ import Redis
 import Registry
 import ServiceLifecycle
 
-/// A job process: the services to run in one `ServiceGroup`, in dependency order (Redis, NATS, the
-/// comet pool, then the consumer, so graceful shutdown stops the consumer first and its last acks
-/// still reach NATS).
-public struct Job: Sendable {
+/// A whole job process, as the services an executable runs in one `ServiceGroup`: the Redis client (registry), the
+/// NATS connection, the comet pool and the consumer. `services` lists them in start order, so graceful shutdown
+/// stops the consumer first and its last acks still reach NATS.
+public final class JobWorker: Sendable {
+    public let configuration: JobConfiguration
+    /// In start order; a `ServiceGroup` shuts them down in reverse.
     public let services: [any Service]
     public let statistics: JobStatistics
     public let pool: CometPool
     public let consumer: JobConsumer
 
-    /// Connects to NATS (that must work at start) and builds the services. Nothing else happens
-    /// until they run.
-    public static func make(
+    /// Builds everything; nothing connects before the services run (NATS may come up after the job).
+    public init(
         configuration: JobConfiguration, logger: Logger, connector: CometConnector? = nil,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
-    ) async throws -> Job {
+    ) async throws {
         let redis = RedisClient(
             configuration: RedisConfiguration(configuration), eventLoopGroup: eventLoopGroup, logger: logger)
         let registry = CometRegistry(redis: redis, configuration: configuration.registry)
         let pool = CometPool(
             settings: CometPool.Settings(configuration), registry: registry, logger: logger,
             connector: connector ?? GRPCCometClient.connector(timeout: configuration.comet.timeout))
-
-        let nats = try await NATSConnection.connect(NATSConfiguration(configuration), logger: logger)
-        let jetStream = try nats.jetStream()
+        let nats = NATSClient(configuration: NATSConfiguration(configuration), logger: logger)
         let statistics = JobStatistics()
         let consumer = JobConsumer(
-            settings: JobConsumer.Settings(configuration), jetStream: jetStream, pool: pool, statistics: statistics,
+            settings: JobConsumer.Settings(configuration), nats: nats, pool: pool, statistics: statistics,
             logger: logger, streamConfiguration: StreamConfiguration(configuration.nats))
-        return Job(services: [redis, nats, pool, consumer], statistics: statistics, pool: pool, consumer: consumer)
-    }
-
-    /// Runs until SIGTERM or SIGINT (when `handleSignals`), then shuts down gracefully.
-    public func run(handleSignals: Bool = true, maximumShutdown: Duration = .seconds(60), logger: Logger) async throws {
-        var configuration = ServiceGroupConfiguration(
-            services: services.map { .init(service: $0) },
-            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger)
-        configuration.maximumGracefulShutdownDuration = maximumShutdown
-        try await ServiceGroup(configuration: configuration).run()
+        self.configuration = configuration
+        self.services = [redis, nats, pool, consumer]
+        self.statistics = statistics
+        self.pool = pool
+        self.consumer = consumer
     }
 }
 

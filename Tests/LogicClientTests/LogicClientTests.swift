@@ -6,9 +6,13 @@ import GoIMProtocol
 import GoIMRPC
 import NIOPosix
 import Synchronization
+import TestSupport
 import Testing
 
-@testable import Comet
+import Logging
+import TestLogic
+
+@testable import LogicClient
 
 @Suite("Calls to Logic: batching")
 struct LogicClientTests {
@@ -234,3 +238,9 @@ final class TestBatchLogic: Swiftgoim_Logic_LogicBatch.SimpleServiceProtocol {
         return reply
     }
 }
+
+private let testLogger: Logger = {
+    var logger = Logger(label: "goim.logic-client.test")
+    logger.logLevel = .critical
+    return logger
+}()

@@ -61,7 +61,7 @@ final class CallBatcher<Request: Sendable, Response: Sendable>: Sendable {
             do {
                 results = try await send(batch.map(\.request))
                 guard results.count == batch.count else {
-                    throw CometError.logicReply("a batch of \(batch.count) calls got \(results.count) results")
+                    throw LogicClientError.badReply("a batch of \(batch.count) calls got \(results.count) results")
                 }
             } catch {
                 for waiting in batch { waiting.continuation.resume(throwing: error) }

@@ -3,7 +3,7 @@ import Synchronization
 
 /// Counting semaphore for tasks: `acquire()` suspends (FIFO) while no permit is free and throws
 /// `CancellationError` if its task is cancelled while waiting.
-final class AsyncSemaphore: Sendable {
+public final class AsyncSemaphore: Sendable {
     private struct Waiter {
         var id: UInt64
         var continuation: CheckedContinuation<Void, any Error>
@@ -17,15 +17,15 @@ final class AsyncSemaphore: Sendable {
 
     private let state: Mutex<State>
 
-    init(permits: Int) {
+    public init(permits: Int) {
         precondition(permits > 0, "a semaphore needs at least one permit")
         state = Mutex(State(available: permits))
     }
 
     /// Permits free right now.
-    var available: Int { state.withLock { $0.available } }
+    public var available: Int { state.withLock { $0.available } }
 
-    func acquire() async throws {
+    public func acquire() async throws {
         let id = state.withLock { state -> UInt64? in
             if state.available > 0 && state.waiters.isEmpty {
                 state.available -= 1
@@ -59,7 +59,7 @@ final class AsyncSemaphore: Sendable {
     }
 
     /// Takes up to `count` permits without waiting; returns how many it got.
-    func tryAcquire(upTo count: Int) -> Int {
+    public func tryAcquire(upTo count: Int) -> Int {
         guard count > 0 else { return 0 }
         return state.withLock { state in
             guard state.waiters.isEmpty else { return 0 }
@@ -69,7 +69,7 @@ final class AsyncSemaphore: Sendable {
         }
     }
 
-    func release(_ count: Int = 1) {
+    public func release(_ count: Int = 1) {
         guard count > 0 else { return }
         let woken = state.withLock { state -> [CheckedContinuation<Void, any Error>] in
             state.available += count

@@ -1,0 +1,177 @@
+import GoIMConfig
+import GoIMRPC
+import Logging
+import LogicClient
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Primitives
+import Redis
+import Registry
+import ServiceLifecycle
+import ServiceRuntime
+
+/// A whole comet, as the services an executable runs in one `ServiceGroup`: client listeners (TCP, WebSocket,
+/// WebSocket over TLS), connections, buckets and rooms, the `goim.comet.Comet` gRPC service, the Logic client,
+/// online reporting and registration in the cluster registry.
+///
+/// `services` lists them in start order; graceful shutdown runs it backwards: stop accepting, deregister, stop the
+/// gRPC server (in-flight pushes finish), close every client (each disconnected at Logic, a bounded number at a
+/// time), stop online reporting, close Logic's client and Redis, shut the event loops down. One
+/// `MultiThreadedEventLoopGroup` (config `eventLoopThreads`, 0 = one per core) serves every transport and gRPC.
+public final class CometServer: Sendable {
+    public struct Options: Sendable {
+        /// How often each event loop sweeps its connections for handshake and heartbeat deadlines. A deadline is
+        /// enforced within one interval of passing.
+        public var sweepInterval: Duration = .seconds(1)
+        /// Register in the cluster registry (Redis). Off: no Redis connection is made.
+        public var registration: Bool = true
+        /// Logic `Disconnect` calls in flight at once (matters at shutdown, when every client closes).
+        public var disconnectConcurrency: Int = 128
+
+        public init() {}
+    }
+
+    public let configuration: CometConfiguration
+    /// In start order; a `ServiceGroup` shuts them down in reverse.
+    public let services: [any Service]
+    let comet: Comet
+    private let listeners: ListenersService
+    private let rpc: GRPCServerService
+
+    /// Builds everything; nothing listens or connects before the services run.
+    /// - Parameters:
+    ///   - logic: the Logic to call; nil = the gRPC client to `rpcClient.addrs`.
+    public init(
+        configuration: CometConfiguration, logger: Logger, logic: (any LogicAPI)? = nil, options: Options = Options()
+    ) async throws {
+        self.configuration = configuration
+        let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        var services: [any Service] = []
+        do {
+            let resolvedLogic: any LogicAPI
+            var grpcLogic: GRPCLogicClient?
+            if let logic {
+                resolvedLogic = logic
+            } else {
+                let client = try GRPCLogicClient(
+                    addresses: configuration.rpcClient.addrs, timeout: configuration.rpcClient.timeout,
+                    batchSize: configuration.rpcClient.batchSize, eventLoopGroup: group, logger: logger)
+                resolvedLogic = client
+                grpcLogic = client
+            }
+            let comet = try Comet(
+                configuration: configuration, group: group, logic: resolvedLogic, logger: logger,
+                sweepInterval: options.sweepInterval, disconnectConcurrency: options.disconnectConcurrency)
+            let tls: NIOSSLContext? =
+                configuration.websocket.tlsOpen
+                ? try TLS.makeContext(
+                    certificateFiles: configuration.websocket.certFile, keyFiles: configuration.websocket.privateFile)
+                : nil
+            self.comet = comet
+            let rpcSection = configuration.rpcServer
+            var rpcOptions = GRPCServerService.Options()
+            rpcOptions.maxReceiveMessageSize = rpcSection.maxReceiveMessageSize
+            rpcOptions.acceptedCompression = .all
+            rpcOptions.maxIdleTime = rpcSection.idleTimeout
+            rpcOptions.keepalive = (rpcSection.keepAliveInterval, rpcSection.keepAliveTimeout)
+            rpc = GRPCServerService(
+                name: "goim.comet.Comet", address: rpcSection.addr, services: [CometRPCService(comet: comet)],
+                options: rpcOptions, eventLoopGroup: group, logger: logger)
+            listeners = ListenersService(comet: comet, tls: tls)
+
+            services.append(
+                EventLoopGroupShutdown(group) { [listeners] in
+                    comet.whitelist.close()
+                    listeners.addresses.fail(CometError.notRunning)
+                })
+            var redis: RedisClient?
+            if options.registration {
+                let r = configuration.redis
+                let client = RedisClient(
+                    configuration: RedisConfiguration(
+                        host: r.addr.host, port: r.addr.port, password: r.auth.isEmpty ? nil : r.auth, database: r.db,
+                        poolSize: min(r.active, 2), connectTimeout: r.dialTimeout, commandTimeout: r.readTimeout),
+                    eventLoopGroup: group, logger: logger)
+                services.append(client)
+                redis = client
+            }
+            if let grpcLogic { services.append(grpcLogic) }
+            services.append(OnlineReporter(comet: comet, interval: configuration.onlineInterval))
+            services.append(ConnectionsService(comet: comet))
+            services.append(rpc)
+            if let redis {
+                let registration = RegistrationService(
+                    registry: CometRegistry(redis: redis, configuration: configuration.registry),
+                    refresh: configuration.registry.refresh, logger: logger,
+                    snapshot: Self.snapshot(comet: comet, configuration: configuration, listeners: listeners, rpc: rpc))
+                let (listeners, rpc) = (listeners, rpc)
+                services.append(
+                    AfterReady(service: registration) {
+                        _ = try await listeners.addresses.value()
+                        _ = try await rpc.listeningPort()
+                    })
+            }
+            services.append(listeners)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        self.services = services
+    }
+
+    /// The bound ports, once every listener and the gRPC server are up. Throws if the comet failed to start.
+    public func addresses() async throws -> BoundAddresses {
+        let bound = try await listeners.addresses.value()
+        let ports = { (transport: String) in bound.filter { $0.transport == transport }.map(\.port) }
+        return BoundAddresses(
+            tcp: ports("tcp"), webSocket: ports("websocket"), webSocketTLS: ports("websocket+tls"),
+            rpc: try await rpc.listeningPort())
+    }
+
+    /// A snapshot of the counters.
+    public func statistics() async -> CometStatistics {
+        await comet.statistics()
+    }
+
+    /// Writes `proto` to every member of room `id`, as the `BroadcastRoom` RPC does, and returns once the event loops
+    /// have written it. For a comet embedded in another process (and the micro-benchmarks in Benchmarks/).
+    public func broadcastRoom(_ id: String, proto: Goim_Protocol_Proto) async {
+        await comet.broadcastRoom(id, push: Push(proto: proto))
+    }
+
+    /// What the registry publishes about this comet, with fresh counts at each refresh.
+    private static func snapshot(
+        comet: Comet, configuration: CometConfiguration, listeners: ListenersService, rpc: GRPCServerService
+    ) -> @Sendable () -> CometInstance {
+        let env = configuration.env
+        let rpcHost = advertisedHost(for: configuration.rpcServer.addr.host)
+        let startedAt = CometInstance.now()
+        return {
+            // Registration starts once both are bound (`AfterReady`).
+            let bound = listeners.addresses.current ?? []
+            let ports = { (transport: String) in bound.filter { $0.transport == transport }.map(\.port) }
+            let rpcPort = rpc.boundPort ?? configuration.rpcServer.addr.port
+            return CometInstance(
+                hostname: env.host, rpcAddress: "\(rpcHost):\(rpcPort)",
+                addrs: env.addrs, tcpPorts: ports("tcp"), wsPorts: ports("websocket"),
+                wssPorts: ports("websocket+tls"), region: env.region, zone: env.zone, weight: env.weight,
+                offline: env.offline, connCount: comet.buckets.count, ipCount: comet.ips.distinctCount,
+                startedAt: startedAt)
+        }
+    }
+
+    /// The address others reach the gRPC service at: the bind host, or for a wildcard bind the first non-loopback
+    /// IPv4 address of the machine (as goim registered), else 127.0.0.1.
+    static func advertisedHost(for bindHost: String) -> String {
+        guard IPAddressLiteral.isWildcard(bindHost) else { return IPAddressLiteral.hostForURL(bindHost) }
+        let devices = (try? System.enumerateDevices()) ?? []
+        for device in devices {
+            if case .v4 = device.address, let ip = device.address?.ipAddress, !ip.hasPrefix("127.") {
+                return ip
+            }
+        }
+        return "127.0.0.1"
+    }
+}
