@@ -9,6 +9,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import ServiceRuntime
+import TestSupport
 import Testing
 
 @testable import Job

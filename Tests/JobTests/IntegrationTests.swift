@@ -4,6 +4,7 @@ import GoIMProtocol
 import GoIMRPC
 import NATS
 import Registry
+import TestSupport
 import Testing
 
 @testable import Job

@@ -2,6 +2,7 @@ import Foundation
 import GoIMConfig
 import GoIMRPC
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import Job

@@ -219,7 +219,7 @@ final class PushSubscriber: Sendable {
         let deadline = ContinuousClock.now + timeout
         while true {
             if let message = buffer.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) { return message }
-            guard ContinuousClock.now < deadline else { throw TimedOut(what: "a message on NATS") }
+            guard ContinuousClock.now < deadline else { throw ConditionTimeout(what: "a message on NATS", timeout: timeout) }
             try await Task.sleep(for: .milliseconds(10))
         }
     }
@@ -248,17 +248,4 @@ enum TestHTTP {
     }
 }
 
-struct TimedOut: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out waiting for \(what)" }
-}
 
-/// Polls `condition` every 50 ms for up to `timeout`.
-func waitUntil(_ what: String, timeout: Duration = .seconds(10), _ condition: @Sendable () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-    throw TimedOut(what: what)
-}

@@ -3,6 +3,7 @@ import GoIMRPC
 import Logging
 import ServiceLifecycle
 import ServiceRuntime
+import TestSupport
 import Testing
 
 @testable import Logic

@@ -3,6 +3,7 @@ import Synchronization
 import GRPCCore
 import GoIMConfig
 import GoIMRPC
+import TestSupport
 import Testing
 
 @testable import Logic

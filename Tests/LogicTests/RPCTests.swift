@@ -6,6 +6,7 @@ import GoIMRPC
 import Redis
 import ServiceLifecycle
 import ServiceRuntime
+import TestSupport
 import Testing
 
 @testable import Logic

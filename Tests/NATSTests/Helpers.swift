@@ -27,15 +27,6 @@ func configuration(_ server: ServerProcess, _ configure: (inout NATSConfiguratio
     return configuration
 }
 
-/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
-func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return try await condition()
-}
 
 /// Collects up to `count` messages from `subscription`, giving up after `timeout`. The iteration
 /// ends by cancellation, so the subscription delivers nothing afterwards.
