@@ -66,8 +66,10 @@ extension CometSuite {
             return index - first
         }
 
-        @Test("every client receives exactly its own stream while others connect, reset and close around it")
-        func churnDuringRoomPushes() async throws {
+        /// With the descriptor forgotten only after the close (in the close future's callback), this failed about
+        /// one run in two (a push in a new client's upgrade response or before its op 8): hence three runs.
+        @Test("every client receives exactly its own stream while others connect, reset and close around it", arguments: 1...3)
+        func churnDuringRoomPushes(run: Int) async throws {
             let room = "live://churn"
             try await withComet(configure: {
                 $0.proto.handshakeTimeout = .seconds(60)
@@ -96,14 +98,14 @@ extension CometSuite {
                 // Churners: connect, authenticate into the room, take some pushes, then leave by FIN, by reset, by
                 // half-close, or before authenticating.
                 let checked = try await withThrowingTaskGroup(of: Int.self) { group in
-                    for worker in 0..<6 {
+                    for worker in 0..<8 {
                         group.addTask {
                             var checked = 0
-                            for round in 0..<14 {
+                            for round in 0..<24 {
                                 let webSocket = (worker + round) % 2 == 1
                                 let client = try await RawClient.connect(port: webSocket ? comet.wsPort : comet.tcpPort)
                                 if webSocket { try await client.upgradeToWebSocket() }
-                                let way = (worker * 14 + round) % 4
+                                let way = (worker * 24 + round) % 4
                                 if way == 3 {
                                     await client.reset()  // before auth
                                     continue
@@ -133,7 +135,7 @@ extension CometSuite {
                 }
                 pushes.stop()
                 try await pusher.value
-                #expect(checked > 40)
+                #expect(checked > 100)
 
                 // The direct path was in use (else this test would prove nothing about it).
                 let direct = try await comet.core.loops[0].eventLoop.submit {
