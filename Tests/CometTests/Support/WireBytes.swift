@@ -58,6 +58,30 @@ enum WireBytes {
         return (inner, serverFrame(envelope))
     }
 
+    /// Splits server frames (unmasked); throws on a truncated or masked frame.
+    static func serverFrames(_ bytes: [UInt8]) throws -> [(opcode: UInt8, payload: [UInt8])] {
+        var frames: [(opcode: UInt8, payload: [UInt8])] = []
+        var offset = 0
+        while offset < bytes.count {
+            guard bytes.count - offset >= 2, bytes[offset + 1] & 0x80 == 0 else { throw TestFailure("bad frame at \(offset)") }
+            var length = Int(bytes[offset + 1])
+            var header = 2
+            if length == 126 {
+                guard bytes.count - offset >= 4 else { throw TestFailure("truncated frame header at \(offset)") }
+                length = Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
+                header = 4
+            } else if length == 127 {
+                guard bytes.count - offset >= 10 else { throw TestFailure("truncated frame header at \(offset)") }
+                length = bytes[(offset + 2)..<(offset + 10)].reduce(0) { $0 << 8 | Int($1) }
+                header = 10
+            }
+            guard bytes.count - offset >= header + length else { throw TestFailure("truncated frame at \(offset)") }
+            frames.append((bytes[offset] & 0x0F, Array(bytes[(offset + header)..<(offset + header + length)])))
+            offset += header + length
+        }
+        return frames
+    }
+
     static let upgradeRequest = Array(
         ("GET /sub HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").utf8)
