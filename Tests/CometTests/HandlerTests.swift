@@ -425,6 +425,30 @@ extension CometSuite {
             #expect(try await unit.nextWrite() == WireBytes.roomPush(body: Array("ws-push".utf8)).webSocket)
         }
 
+        @Test("WebSocketAdapter: a fragmented message is one packet; a reserved bit or an unknown opcode closes with nothing written", arguments: ["rsv1", "opcode"])
+        func webSocketFraming(failure: String) async throws {
+            let unit = try await HandlerUnit.make(.webSocket)
+            defer { Task { await unit.finish() } }
+            try await unit.authenticate(auth(key: "u-frag-\(failure)"))
+            let heartbeat = WireBytes.packet(operation: 2, sequence: 3)
+            for (index, part) in [heartbeat[0..<5], heartbeat[5..<11], heartbeat[11...]].enumerated() {
+                let frame = WebSocketFrame(
+                    fin: index == 2, opcode: index == 0 ? .binary : .continuation, data: ByteBuffer(bytes: Array(part)))
+                try await unit.channel.writeInbound(frame)
+            }
+            await unit.settle()
+            #expect(try await unit.nextWrite() == WireBytes.serverFrame(WireBytes.packet(operation: 3, sequence: 3, body: [0, 0, 0, 0])))
+            let bad = failure == "rsv1"
+                ? WebSocketFrame(fin: true, rsv1: true, opcode: .binary, data: ByteBuffer(bytes: heartbeat))
+                : WebSocketFrame(fin: true, opcode: WebSocketOpcode(encodedWebSocketOpcode: 0x3)!, data: ByteBuffer(bytes: heartbeat))
+            try await unit.channel.writeInbound(bad)
+            await unit.settle()
+            #expect(unit.isClosed)
+            #expect(try await unit.pendingWrites().isEmpty)
+            #expect(unit.comet.counters.protocolErrors.load(ordering: .relaxed) == 1)
+            try await waitUntil { unit.logic.calls.disconnects == ["u-frag-\(failure)"] }
+        }
+
         @Test("WebSocket Close: the echoing Close is the last frame written; later pushes, replies and pings get nothing")
         func webSocketCloseIsLast() async throws {
             // The client does not read: the Close frame stays queued, the connection stays open meanwhile.
