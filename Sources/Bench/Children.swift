@@ -3,6 +3,8 @@ import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Client processes: one process may hold at most ~19,500 connections (20,000 descriptors), and spreading
@@ -15,7 +17,11 @@ final class ChildFleet: Sendable {
     private let finals: NIOLockedValueBox<[Int: FleetSnapshot]>
 
     init(specs: [FleetSpec]) throws {
+        #if os(Linux)
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        #else
+        let executable = Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])
+        #endif
         var processes: [Process] = []
         var inputs: [Pipe] = []
         let latest = NIOLockedValueBox<[Int: FleetSnapshot]>([:])

@@ -1,9 +1,12 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import Foundation
 
-/// CPU time and memory of a process, read from /proc (Linux).
+/// CPU time and memory of a process, read from /proc: Linux only (elsewhere `read` gives nil and the bench reports
+/// no CPU or RSS figures).
 struct ProcStats: Sendable {
     let cpuSeconds: Double
     let rssBytes: Int
@@ -27,11 +30,21 @@ struct ProcStats: Sendable {
 
 /// Raises the soft open-file limit to the hard limit (connections are file descriptors).
 func raiseFileLimit() -> Int {
+    #if canImport(Glibc)
+    let resource = Int32(RLIMIT_NOFILE.rawValue)
+    #else
+    let resource = RLIMIT_NOFILE
+    #endif
     var limit = rlimit()
-    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    getrlimit(resource, &limit)
+    #if canImport(Darwin)
+    // Darwin refuses a soft limit above OPEN_MAX (the hard limit is often RLIM_INFINITY).
+    limit.rlim_cur = min(limit.rlim_max, rlim_t(OPEN_MAX))
+    #else
     limit.rlim_cur = limit.rlim_max
-    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    #endif
+    setrlimit(resource, &limit)
+    getrlimit(resource, &limit)
     return Int(limit.rlim_cur)
 }
 

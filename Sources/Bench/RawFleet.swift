@@ -6,6 +6,8 @@ import NIOCore
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Connect-storm clients without an event loop: a few threads that each connect, send op 7 and wait for op 8 with
@@ -61,11 +63,20 @@ final class RawFleet: Sendable {
             return
         }
         let port = spec.tcpPorts[(index / max(1, spec.hosts.count)) % spec.tcpPorts.count]
+        #if canImport(Glibc)
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let fd = socket(AF_INET, SOCK_STREAM, 0)
+        #endif
         guard fd >= 0 else {
             stats.failed.wrappingIncrement(ordering: .relaxed)
             return
         }
+        #if !os(Linux)
+        // No MSG_NOSIGNAL outside Linux: the socket itself must not raise SIGPIPE.
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
+        #endif
         var timeout = timeval(tv_sec: 30, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         if spec.receiveBuffer ?? 0 > 0 {
@@ -88,7 +99,7 @@ final class RawFleet: Sendable {
         guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { return false }
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                systemConnect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
         if result == 0 { stats.connected.wrappingIncrement(ordering: .relaxed) }
@@ -100,7 +111,7 @@ final class RawFleet: Sendable {
         let body = AuthBody(mid: spec.firstMid + Int64(index), key: "", roomID: spec.room, platform: "bench", accepts: spec.accepts)
         var packet = ByteBuffer()
         packet.writePacket(Packet(operation: .auth, sequence: 1, body: ByteBuffer(bytes: body.encoded())))
-        let sent = packet.withUnsafeReadableBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let sent = packet.withUnsafeReadableBytes { send(fd, $0.baseAddress, $0.count, noSignal) }
         guard sent == packet.readableBytes else { return false }
         var header = [UInt8](repeating: 0, count: PacketHeader.length)
         guard recv(fd, &header, header.count, Int32(MSG_WAITALL)) == header.count else { return false }
@@ -122,3 +133,12 @@ final class RawFleet: Sendable {
         for fd in all { close(fd) }
     }
 }
+
+#if canImport(Glibc)
+private let systemConnect = Glibc.connect
+private let noSignal = Int32(MSG_NOSIGNAL)
+#else
+private let systemConnect = Darwin.connect
+/// Darwin has no MSG_NOSIGNAL; the socket has SO_NOSIGPIPE instead.
+private let noSignal: Int32 = 0
+#endif

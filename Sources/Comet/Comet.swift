@@ -147,6 +147,11 @@ final class Comet: Sendable {
     /// Sets up the comet side of a newly accepted channel (on its event loop): per-IP limit, connection id,
     /// handshake deadline, sweep registration and the close hook. Nil when the per-IP limit refuses it.
     func accept(_ channel: any Channel, transport: TransportKind) -> ConnectionHandler? {
+        accept(channel, transport: transport, loop: loopState(for: channel.eventLoop))
+    }
+
+    /// `accept` with the loop state given: unit tests run a connection on a test event loop outside the group.
+    func accept(_ channel: any Channel, transport: TransportKind, loop state: LoopState) -> ConnectionHandler? {
         counters.increment(\.accepted)
         let ip = channel.remoteAddress?.ipAddress ?? "unknown"
         let limit = configuration.limits.maxConnectionsPerIP
@@ -157,7 +162,6 @@ final class Comet: Sendable {
                 metadata: ["goim.ip": "\(ip)", "goim.limit": "\(limit)", "goim.transport": "\(transport)"])
             return nil
         }
-        let state = loopState(for: channel.eventLoop)
         let handler = ConnectionHandler(
             comet: self, loop: state, channel: channel, id: nextConnectionID(), transport: transport, ip: ip,
             deadline: .now() + handshakeTimeout)

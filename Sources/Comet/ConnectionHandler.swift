@@ -13,8 +13,13 @@ import NIOWebSocket
 /// Inbound it receives decoded `Packet`s (from `PacketDecoder` on TCP, from `WebSocketAdapter` on WebSocket).
 /// Outbound it writes ready-made `ByteBuffer`s through `output`: its own context on TCP, the output gate in front
 /// of NIO's (unused) frame encoder on WebSocket, so pushed frames are written as they were encoded, once for all.
-final class ConnectionHandler: ChannelInboundHandler {
+///
+/// It is also an outbound handler for one reason: it is the last handler of the pipeline, so every close asked of
+/// the channel (`channel.close`, NIO's own shutdown of an event loop, ours) passes through it on its way to NIO's
+/// socket, and it stops direct writes there first (see "Direct writes and closing" below).
+final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = Packet
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     enum State: UInt8 {
@@ -78,8 +83,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// The WebSocket request line, for logs.
     var requestLine = ""
     /// The socket for `DirectWriter` (-1: every write goes through NIO; `DirectWriter.unresolved`: looked up at the
-    /// first push). Cleared on `channelInactive`.
+    /// first push). Set to -1 before NIO can close the socket, on every path: see `stopDirectWrites`.
     var directDescriptor: CInt = -1
+    /// The WebSocket client sent Close: nothing but the adapter's echoing Close frame may be written any more.
+    private var closeReceived = false
     /// False only when NIO is known to hold no bytes for this channel. Set by every write through NIO (ours, and
     /// the WebSocket adapter's control frames via `NIOOutboundActivity`); cleared by asking NIO. It saves asking
     /// NIO (a generic option lookup) on every push.
@@ -153,17 +160,69 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is NIOOutboundActivity {
+        switch event {
+        case is NIOOutboundActivity:
             nioMayHoldBytes = true
-        } else {
+        case ChannelEvent.inputClosed:
+            // The peer's EOF (`allowRemoteHalfClosure` is on for plain TCP and, after the upgrade, WebSocket, so NIO
+            // reports it instead of closing the socket by itself): stop, then close.
+            stopDirectWrites()
+            close(reason: "closed by peer", level: .debug)
+        case is WebSocketCloseReceived:
+            closeHandshakeStarted()
+        default:
             context.fireUserInboundEventTriggered(event)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        // NIO has just closed the socket: its number may be reused by the next accept.
+        // Normally already -1 (see `stopDirectWrites`); NIO has just closed the socket and its number may be reused.
         directDescriptor = -1
         context.fireChannelInactive()
+    }
+
+    /// Every close through the pipeline passes here before it reaches NIO's socket.
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        stopDirectWrites()
+        context.close(mode: mode, promise: promise)
+    }
+
+    // MARK: Direct writes and closing
+    //
+    // A byte must never be sent to a descriptor NIO has closed: the next accept may reuse the number for another
+    // client. NIO 2.101 closes a stream socket's descriptor only in `BaseSocketChannel.close0(mode: .all)`, which it
+    // reaches by these paths; each is covered before the close:
+    //
+    // - a close through the pipeline (ours, the WebSocket adapter's after the Close handshake, NIO's
+    //   `closeGently` at event-loop shutdown): passes `close(context:mode:promise:)` above;
+    // - a read error: NIO fires `errorCaught` first (`readable0`), and `errorCaught` stops direct writes;
+    // - EOF: with `allowRemoteHalfClosure` NIO only marks the input closed and fires `ChannelEvent.inputClosed`
+    //   (`BaseStreamSocketChannel.close0(mode: .input)`), handled above; we then close through the pipeline;
+    // - a failed write of NIO's own (`flushNow`), a reset or error from the selector (`reset()`, after it read what
+    //   was left, which usually fires `errorCaught` or `inputClosed` first), a failed (re)registration: NIO closes
+    //   without telling the pipeline first. There `close0` sets the channel inactive (`isActive` false) right after
+    //   `close(2)` and before it calls out to any user code (promises, handlers), all on this event loop; a direct
+    //   write happens only on this event loop and only while `channel.isActive` (checked in `deliver`). So
+    //   between that `close(2)` and `channelInactive` no direct write can run: not in the same call stack (isActive is
+    //   already false when our code is called back) and not in another task (the loop is busy in `close0` until
+    //   `channelInactive` has been delivered).
+
+    /// Forgets the descriptor: from now on every write goes through NIO, which knows whether its socket is open.
+    private func stopDirectWrites() {
+        directDescriptor = -1
+    }
+
+    /// The WebSocket client sent Close (the adapter tells us before it writes the echoing Close frame). RFC 6455:
+    /// after that frame nothing else may be sent, so from now on this connection writes nothing at all (no pushes,
+    /// replies or auth reply, neither directly nor through NIO); the adapter closes the connection once the Close frame
+    /// is flushed. A client that never reads it is closed by the sweep after `handshakeTimeout`.
+    private func closeHandshakeStarted() {
+        guard !closeReceived else { return }
+        closeReceived = true
+        stopDirectWrites()
+        output = nil
+        needsFlush = false
+        deadline = min(deadline, .now() + comet.handshakeTimeout)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -191,6 +250,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // NIO may close the socket right after this event (a read error): no direct write from here on.
+        stopDirectWrites()
         switch error {
         case let error as ProtocolError:
             comet.counters.increment(\.protocolErrors)
@@ -459,12 +520,16 @@ final class ConnectionHandler: ChannelInboundHandler {
         let bytes = push.bytes(for: transport)
         loop.delivered += 1
         if directDescriptor == DirectWriter.unresolved { directDescriptor = DirectWriter.descriptor(of: channel) ?? -1 }
-        if directDescriptor >= 0, !nioMayHoldBytes || nioIsEmpty() {
+        // `channel.isActive` (one relaxed atomic load) makes the descriptor's validity structural: NIO clears it before
+        // calling out to any code after it closed the socket (see "Direct writes and closing").
+        if directDescriptor >= 0, channel.isActive, !nioMayHoldBytes || nioIsEmpty() {
             switch DirectWriter.write(bytes, to: directDescriptor) {
             case .complete:
                 break
             case .partial(let written):
-                // The kernel's buffer is full: NIO queues the rest and the slow-consumer policy applies as usual.
+                // The kernel's buffer is full: NIO queues the rest and the slow-consumer policy applies as usual. If
+                // NIO's write then fails it closes the socket at once; `channelInactive` clears the descriptor before
+                // `writeAndFlush` returns, and nothing below writes directly.
                 nioMayHoldBytes = true
                 output.writeAndFlush(NIOAny(bytes.getSlice(at: bytes.readerIndex + written, length: bytes.readableBytes - written)!), promise: nil)
             case .failed(let error):
@@ -494,6 +559,10 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// The sweep found `deadline` passed.
     func expire() {
+        if closeReceived, state != .closed {
+            close(reason: "WebSocket close handshake: the client did not take our Close frame in time")
+            return
+        }
         switch state {
         case .awaitingAuth, .authenticating:
             comet.counters.increment(\.handshakeTimeouts)
@@ -536,7 +605,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 comet.counters.increment(\.replaced)
             }
         }
-        let reason = closeReason ?? "closed by peer"
+        let reason = closeReason ?? (closeReceived ? "closed by the client (WebSocket Close)" : "closed by peer")
         let level = closeReason == nil ? Logger.Level.debug : closeLevel
         comet.logger.log(level: level, "connection closed: \(reason)", metadata: logMetadata)
         trace("closed: \(reason)")

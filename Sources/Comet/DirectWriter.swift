@@ -1,8 +1,11 @@
 import NIOCore
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Fan-out writes straight to a client's socket, skipping NIO's outbound path.
@@ -14,9 +17,11 @@ import Glibc
 ///
 /// Order is kept because a direct write happens only while NIO's queue for the channel is empty
 /// (`bufferedWritableBytes == 0`): whatever NIO holds (an unflushed reply, a partial write, a WebSocket pong) goes out
-/// first, and a push that the kernel does not take whole continues through NIO. The descriptor is dropped on
-/// `channelInactive`, which NIO fires on the event loop right after closing the socket, before it can be reused.
-/// TLS connections never get a descriptor (their bytes must pass the TLS handler).
+/// first, and a push that the kernel does not take whole continues through NIO. TLS connections never get a
+/// descriptor (their bytes must pass the TLS handler).
+///
+/// A descriptor is only ever used while NIO's socket behind it is open: `ConnectionHandler` forgets it before every
+/// close NIO is told about, and checks `Channel.isActive` before each write (see `ConnectionHandler.deliver`).
 enum DirectWriter {
     /// What `write` did.
     enum Outcome {
@@ -28,11 +33,20 @@ enum DirectWriter {
         case failed(errno: Int32)
     }
 
+    /// `send(2)` flags: never block; never raise SIGPIPE. Linux has `MSG_NOSIGNAL` for the latter. Darwin has no such
+    /// flag: there the socket itself carries `SO_NOSIGPIPE` (NIO sets `F_SETNOSIGPIPE` on every socket it creates or
+    /// accepts on Darwin, and `descriptor(of:)` sets `SO_NOSIGPIPE` once more, not relying on that).
+    #if os(Linux) || os(Android)
+    private static let sendFlags = Int32(MSG_DONTWAIT | MSG_NOSIGNAL)
+    #else
+    private static let sendFlags = Int32(MSG_DONTWAIT)
+    #endif
+
     static func write(_ buffer: ByteBuffer, to descriptor: CInt) -> Outcome {
         buffer.withUnsafeReadableBytes { bytes in
             var offset = 0
             while true {
-                let result = send(descriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+                let result = send(descriptor, bytes.baseAddress! + offset, bytes.count - offset, sendFlags)
                 if result >= 0 {
                     offset += result
                     if offset == bytes.count { return .complete }
@@ -46,84 +60,33 @@ enum DirectWriter {
         }
     }
 
-    /// A connection's descriptor before its first push looks it up. Finding it costs a few microseconds
-    /// (reflection, two syscalls): deferred to the first push, a connection that is never pushed to never pays it
-    /// (it was 6-7% of comet's CPU per connection in a connect storm when done at accept).
+    /// A connection's descriptor before its first push looks it up: a connection that is never pushed to never pays
+    /// for it.
     static let unresolved: CInt = -2
 
     static func describe(errno: Int32) -> String {
         String(cString: strerror(errno))
     }
 
-    /// The descriptor of an accepted NIO socket channel, or nil when it cannot be found with certainty.
+    /// The descriptor of an accepted NIO socket channel, or nil when the channel has none (not a socket channel, or
+    /// already closed). Must be called on the channel's event loop.
     ///
-    /// NIO does not publish a channel's descriptor; it is read from the channel's stored properties by reflection
-    /// and then verified against the kernel: the descriptor must be a socket whose local and peer ports are the
-    /// channel's. Any mismatch (another NIO version with another layout, say) leaves the connection on NIO's path,
-    /// which is correct, only slower; `CometTests` check that the direct path is in use with the pinned NIO.
+    /// It comes from NIO's documented accessor (`ChannelPipeline.SynchronousOperations.withUnsafeTransportIfAvailable`,
+    /// swift-nio 2.101: `SocketChannel` conforms to `NIOTransportAccessibleChannelCore` with `NIOBSDSocket.Handle`),
+    /// not from NIO's stored properties: no reflection, no dependence on NIO's private layout, and no syscall on
+    /// Linux. NIO's contract for it is "do not close the transport or break NIO's invariants": we only `send` while
+    /// NIO's own queue is empty, and stop before NIO closes the socket.
     static func descriptor(of channel: any Channel) -> CInt? {
-        guard let socket = storedProperty("socket", of: channel),
-            let handle = storedProperty("descriptor", of: socket) as? CInt, handle >= 0,
-            let local = channel.localAddress?.port, let remote = channel.remoteAddress?.port
-        else { return nil }
-        guard port(of: handle, peer: false) == local, port(of: handle, peer: true) == remote else { return nil }
+        let handle = try? channel.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) {
+            $0
+        }
+        guard let handle, handle >= 0 else { return nil }
+        #if !(os(Linux) || os(Android))
+        // No MSG_NOSIGNAL here: make sure a write to a reset peer cannot raise SIGPIPE.
+        var one: CInt = 1
+        guard setsockopt(handle, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<CInt>.size)) == 0 else { return nil }
+        #endif
         return handle
-    }
-
-    /// Where a stored property was found: the class level (0 = the object's own class) and the child's position.
-    private struct FieldPath: Sendable, Hashable {
-        var level: Int
-        var index: Int
-    }
-
-    /// Positions found once per (type, name): walking every child of NIO's channel classes on each accept cost
-    /// about 6% of comet's CPU per connection in a connect storm.
-    private static let fieldPaths = Mutex<[String: FieldPath]>([:])
-
-    private static func storedProperty(_ name: String, of value: Any) -> Any? {
-        let key = "\(ObjectIdentifier(type(of: value) as Any.Type)).\(name)"
-        if let path = fieldPaths.withLock({ $0[key] }) {
-            var mirror: Mirror? = Mirror(reflecting: value)
-            for _ in 0..<path.level { mirror = mirror?.superclassMirror }
-            if let mirror, path.index < mirror.children.count {
-                let child = mirror.children[mirror.children.index(mirror.children.startIndex, offsetBy: path.index)]
-                if child.label == name { return child.value }
-            }
-        }
-        var mirror: Mirror? = Mirror(reflecting: value)
-        var level = 0
-        while let current = mirror {
-            for (index, child) in current.children.enumerated() where child.label == name {
-                fieldPaths.withLock { $0[key] = FieldPath(level: level, index: index) }
-                return child.value
-            }
-            mirror = current.superclassMirror
-            level += 1
-        }
-        return nil
-    }
-
-    private static func port(of descriptor: CInt, peer: Bool) -> Int? {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let result = withUnsafeMutablePointer(to: &storage) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                peer ? getpeername(descriptor, $0, &length) : getsockname(descriptor, $0, &length)
-            }
-        }
-        guard result == 0 else { return nil }
-        switch Int32(storage.ss_family) {
-        case AF_INET:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
-            }
-        case AF_INET6:
-            return withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
-            }
-        default:
-            return nil
-        }
     }
 }
 

@@ -22,9 +22,12 @@ enum Listeners {
         var bound: [BoundListener] = []
         do {
             for address in configuration.tcp.bind {
+                // The client's EOF arrives as `ChannelEvent.inputClosed` instead of NIO closing the socket by itself,
+                // so `ConnectionHandler` stops direct writes before the socket is closed (see ConnectionHandler).
                 let bootstrap = makeBootstrap(comet: comet, socketOptions: true) { channel in
                     initializeTCP(channel, comet: comet)
                 }
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
                 bound.append(try await bindOne(bootstrap, address: address, transport: "tcp"))
             }
             for address in configuration.websocket.bind {
@@ -135,6 +138,11 @@ enum Listeners {
                         try operations.addHandler(gate, position: .before(encoder))
                         let handler = bound.value
                         handler.output = try operations.context(handler: gate)
+                        if tls == nil {
+                            // As on TCP: the client's EOF becomes `inputClosed` for ConnectionHandler (which can write
+                            // directly from now on). Before the upgrade NIO's HTTP handlers keep NIO's default.
+                            try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
+                        }
                         handler.cookie = head.headers["Cookie"].joined(separator: "; ")
                         try operations.addHandler(WebSocketAdapter(limits: limits, maxMessageSize: max(maxFrameSize, limits.maxPacketLength)))
                         try operations.addHandler(handler)

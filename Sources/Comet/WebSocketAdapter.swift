@@ -111,6 +111,9 @@ final class WebSocketAdapter: ChannelInboundHandler {
             break
         case .connectionClose:
             closing = true
+            // First stop everything `ConnectionHandler` would write (pushes, replies, the auth reply), directly or
+            // through NIO: after the Close frame below nothing else may be sent (RFC 6455 5.5.1).
+            context.fireUserInboundEventTriggered(WebSocketCloseReceived())
             var payload = frame.unmaskedData
             var reply = context.channel.allocator.buffer(capacity: 2)
             if let code = payload.readInteger(as: UInt16.self) {
@@ -118,7 +121,8 @@ final class WebSocketAdapter: ChannelInboundHandler {
             } else {
                 reply.writeInteger(UInt16(1000))
             }
-            writeControl(context, opcodeByte: 0x88, payload: reply) { context.close(promise: nil) }
+            // Closed through the channel (from the pipeline's tail), like every close: it passes ConnectionHandler.
+            writeControl(context, opcodeByte: 0x88, payload: reply) { context.channel.close(promise: nil) }
         default:
             fail(context, .unsupportedOpcode(UInt8(webSocketOpcode: frame.opcode)))
         }
@@ -156,6 +160,9 @@ final class WebSocketAdapter: ChannelInboundHandler {
         }
     }
 }
+
+/// Sent inbound by `WebSocketAdapter` when the client's Close frame arrives, before the echoing Close is written.
+struct WebSocketCloseReceived: Sendable {}
 
 /// goim accepts exactly `GET /sub`; we also accept a query string (`/sub?token=...`), which goim refused
 /// (a deliberate difference, see docs/compatibility.md).

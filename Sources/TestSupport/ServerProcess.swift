@@ -46,13 +46,19 @@ enum LiveChildren {
         pids.withLock { _ = $0.remove(pid) }
     }
 
-    /// The parent pid from /proc/<pid>/stat (the field after the parenthesised command name and the state).
+    /// The parent pid from /proc/<pid>/stat (the field after the parenthesised command name and the state). Without
+    /// /proc (Darwin): our pid when `pid` is a child of ours still running (`waitpid` with `WNOHANG` gives 0), else nil.
     static func parent(of pid: pid_t) -> pid_t? {
+        #if !os(Linux)
+        var status: Int32 = 0
+        return waitpid(pid, &status, WNOHANG) == 0 ? getpid() : nil
+        #else
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
             let close = stat.lastIndex(of: ")")
         else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         return fields.count > 1 ? pid_t(fields[1]) : nil
+        #endif
     }
 }
 
@@ -170,7 +176,7 @@ public final class ServerProcess: @unchecked Sendable {
 
     /// True when something accepts TCP connections on 127.0.0.1:`port`.
     public static func canConnect(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, streamSocketType, 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var address = sockaddr_in()
@@ -201,10 +207,14 @@ public enum TestServers {
 
     /// The kernel's ephemeral range (outgoing connections and port-0 binds take their local ports from it).
     private static let ephemeralLow: Int = {
+        #if !os(Linux)
+        return 49152  // Darwin's default net.inet.ip.portrange.first
+        #else
         guard let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8),
             let low = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap({ Int($0) })
         else { return 32768 }
         return low
+        #endif
     }()
 
     /// A port that is free now, taken below the ephemeral range when there is room: a port the kernel hands out
@@ -224,7 +234,7 @@ public enum TestServers {
 
     /// Binds a TCP socket to 127.0.0.1:`port` (0: any), closes it and returns the port, or nil when taken.
     private static func bindPort(_ port: Int) -> Int? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, streamSocketType, 0)
         precondition(fd >= 0, "socket() failed")
         defer { close(fd) }
         var address = sockaddr_in()
@@ -357,3 +367,9 @@ final class NIOLockedPorts: @unchecked Sendable {
         return body(&ports)
     }
 }
+
+#if canImport(Glibc)
+private let streamSocketType = Int32(SOCK_STREAM.rawValue)
+#else
+private let streamSocketType = SOCK_STREAM
+#endif

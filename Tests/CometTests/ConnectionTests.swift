@@ -203,11 +203,16 @@ extension CometSuite {
                 $0.proto.sessionRefreshMin = .seconds(1)
                 $0.proto.sessionRefreshMax = .seconds(1)
             }) { comet in
+                let started = ContinuousClock.now  // before the auth, which starts the interval
                 let client = try await comet.client(auth: auth(mid: 5, key: "refresh"))
                 try await client.heartbeat()
                 #expect(comet.logic.calls.heartbeats.isEmpty)
-                try await Task.sleep(for: .milliseconds(1100))
-                try await client.heartbeat()
+                // Heartbeat until Logic Heartbeat comes (no fixed sleep), then check it did not come too early.
+                try await waitUntilAsync {
+                    _ = try? await client.heartbeat()
+                    return !comet.logic.calls.heartbeats.isEmpty
+                }
+                #expect(ContinuousClock.now - started >= .seconds(1))
                 try await client.heartbeat()
                 try await comet.logic.wait { $0.heartbeats.count == 1 }
                 #expect(comet.logic.calls.heartbeats.first == .init(mid: 5, key: "refresh", server: "test-comet"))

@@ -88,6 +88,49 @@ extension CometSuite {
             }
         }
 
+        @Test("after the client's Close the comet sends only the echoing Close, while pushes keep coming, then closes (RFC 6455)")
+        func closeIsTheLastFrame() async throws {
+            try await withComet { comet in
+                let room = "live://ws-close"
+                let raw = try await RawClient.connect(port: comet.wsPort)
+                try await raw.upgradeToWebSocket()
+                let authReply = try await raw.authenticate(auth(key: "ws-close", room: room), webSocket: true)
+                #expect(authReply == WireBytes.serverFrame(WireBytes.packet(operation: 8, sequence: 1)))
+                try await comet.broadcastRoom(room, body: "first")
+                let first = WireBytes.roomPush(body: Array("first".utf8)).webSocket
+                #expect(try await raw.read(first.count) == first)  // written directly from here on
+                let pusher = Task {
+                    for index in 0..<400 where !Task.isCancelled {
+                        try await comet.broadcastRoom(room, body: "p\(index)")
+                    }
+                }
+                try await waitUntil { raw.received.count > 0 }  // pushes are flowing
+                // A heartbeat, the Close, another heartbeat, in one write: the first may be answered, nothing after
+                // the Close frame is.
+                try await raw.send(
+                    WireBytes.clientFrame(WireBytes.packet(operation: 2, sequence: 5))
+                        + WireBytes.clientFrame(opcode: 0x8, [0x03, 0xE8])
+                        + WireBytes.clientFrame(WireBytes.packet(operation: 2, sequence: 6)))
+                try await raw.waitUntilClosed()
+                pusher.cancel()
+                _ = try? await pusher.value
+
+                let frames = try WireBytes.serverFrames(raw.received)
+                #expect(frames.last?.opcode == 0x8)
+                #expect(frames.last?.payload == [0x03, 0xE8])
+                var next = 0
+                for frame in frames.dropLast() {
+                    #expect(frame.opcode == 0x2)
+                    if frame.payload == WireBytes.packet(operation: 3, sequence: 5, body: [0, 0, 0, 1]) { continue }
+                    // Otherwise the next push, byte for byte.
+                    #expect(frame.payload == WireBytes.packet(operation: 9, body: WireBytes.roomPush(body: Array("p\(next)".utf8)).tcp))
+                    next += 1
+                }
+                #expect(next > 0)
+                try await comet.logic.wait { $0.disconnects(of: "ws-close") == 1 }
+            }
+        }
+
         @Test("WebSocket over TLS: handshake, auth and push")
         func webSocketTLS() async throws {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("comet-tls-\(UUID().uuidString.prefix(8))")
