@@ -2,6 +2,8 @@ import Foundation
 import GoIMProtocol
 import NIOCore
 import Synchronization
+import TestLogic
+import TestSupport
 import Testing
 
 @testable import Comet

@@ -7,6 +7,7 @@ import NIOCore
 import NIOEmbedded
 import NIOPosix
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import Comet

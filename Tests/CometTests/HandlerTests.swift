@@ -7,6 +7,9 @@ import NIOEmbedded
 import NIOPosix
 import NIOWebSocket
 import Synchronization
+import TestLogic
+import TestSupport
+import LogicClient
 import Testing
 
 @testable import Comet

@@ -2,6 +2,8 @@ import Foundation
 import GoIMProtocol
 import NIOCore
 import NIOPosix
+import TestLogic
+import TestSupport
 
 /// goim bytes built by hand for byte-exact checks (independent of the comet's encoders).
 enum WireBytes {
