@@ -39,6 +39,9 @@ final class CallBatcher<Request: Sendable, Response: Sendable>: Sendable {
         self.send = send
     }
 
+    /// Calls queued for a lane (for tests and diagnostics).
+    var waiting: Int { state.withLock { $0.pending.count } }
+
     func call(_ request: Request) async throws -> Response {
         try await withCheckedThrowingContinuation { continuation in
             let batch = state.withLock { state -> [Waiting] in

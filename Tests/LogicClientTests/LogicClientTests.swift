@@ -61,7 +61,7 @@ struct LogicClientTests {
                     return all
                 }
             }
-            try await Task.sleep(for: .milliseconds(200))
+            try await waitUntil("19 calls queued behind the busy lane") { batcher.waiting == 19 }
             recorder.open()
             #expect(try await first == 2)
             let all = try await results.value
