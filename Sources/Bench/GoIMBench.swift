@@ -386,9 +386,13 @@ final class StdinWatcher: Sendable {
 
     init() {
         let flag = self.flag
+        let parent = getppid()
         Thread.detachNewThread {
             var buffer = [UInt8](repeating: 0, count: 256)
             while read(0, &buffer, buffer.count) > 0 {}
+            // stdin also closes when the parent dies (killed mid-connect, say): then nobody reads our report, so
+            // exit at once rather than hold tens of thousands of sockets into the next run.
+            if getppid() != parent { exit(3) }
             flag.set()
         }
     }

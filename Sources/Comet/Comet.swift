@@ -195,14 +195,16 @@ final class Comet: Sendable {
     // MARK: pushes
 
     /// `PushMsg`: to each key's connection if it watches `operation`. Every key is tried (goim stopped at the
-    /// first full queue: bug 17).
-    func push(keys: [String], operation: Int32, push: Push) {
+    /// first full queue: bug 17). Returns once each connection's event loop has written it (to the kernel, or to
+    /// NIO's queue of a client that is behind), so the caller's success means "handed to the sockets".
+    func push(keys: [String], operation: Int32, push: Push) async {
+        var written: [EventLoopFuture<Void>] = []
         for key in keys {
             guard let entry = buckets.entry(for: key) else { continue }
-            entry.eventLoop.execute {
-                entry.handler.value.pushIfWatching(operation, push)
-            }
+            written.append(entry.eventLoop.submit { entry.handler.value.pushIfWatching(operation, push) })
         }
+        guard let first = written.first else { return }
+        try? await EventLoopFuture.andAllComplete(written, on: first.eventLoop).get()
     }
 
     /// `BroadcastRoom`: one hop to each event loop, which writes to its members of the room. Returns once every
@@ -222,16 +224,19 @@ final class Comet: Sendable {
         try? await EventLoopFuture.andAllComplete(written, on: loops[0].eventLoop).get()
     }
 
-    /// `Broadcast`: every connection watching `operation`. With `speed` > 0 the comet paces itself to about
-    /// `speed` connections per second (goim slept whole seconds per bucket).
-    func broadcast(operation: Int32, push: Push, speed: Int32) {
+    /// `Broadcast`: every connection watching `operation`. Without a speed it returns once every event loop has
+    /// written it. With `speed` > 0 the comet paces itself to about `speed` connections per second (goim slept whole
+    /// seconds per bucket) and returns once the pacing is scheduled: a slow broadcast may take minutes, longer than
+    /// any caller's deadline.
+    func broadcast(operation: Int32, push: Push, speed: Int32) async {
         guard speed > 0 else {
+            var written: [EventLoopFuture<Void>] = []
+            written.reserveCapacity(loops.count)
             for (index, box) in loops.enumerated() {
                 let local = index == 0 ? push : push.copy()
-                box.eventLoop.execute {
-                    box.value.broadcast(operation: operation, push: local)
-                }
+                written.append(box.eventLoop.submit { box.value.broadcast(operation: operation, push: local) })
             }
+            try? await EventLoopFuture.andAllComplete(written, on: loops[0].eventLoop).get()
             return
         }
         let perLoop = max(Double(speed) / Double(loops.count), 0.001)

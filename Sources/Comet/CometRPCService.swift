@@ -3,8 +3,9 @@ import GoIMRPC
 import NIOCore
 
 /// `goim.comet.Comet`, the service Job (and goim's job) drives. Each push is encoded once per transport here, then
-/// handed to the event loops. `BroadcastRoom` returns once the loops have written it (goim returned at once), which
-/// lets job batch a busy room; the other pushes return without waiting, like goim's non-blocking enqueue.
+/// handed to the event loops. Every push returns once the loops have written it (goim returned at once, after a
+/// non-blocking enqueue), so job's ack means "handed to the sockets", and job batches a busy room while its
+/// `BroadcastRoom` is in flight. A paced `Broadcast` (speed > 0) returns once scheduled.
 struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
     let comet: Comet
 
@@ -12,7 +13,7 @@ struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
         guard !request.keys.isEmpty, request.hasProto else {
             throw RPCError(code: .unknown, message: "rpc pushmsg arg error")
         }
-        comet.push(keys: request.keys, operation: request.protoOp, push: Push(proto: request.proto))
+        await comet.push(keys: request.keys, operation: request.protoOp, push: Push(proto: request.proto))
         return Goim_Comet_PushMsgReply()
     }
 
@@ -20,7 +21,7 @@ struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
         guard request.hasProto else {
             throw RPCError(code: .unknown, message: "rpc broadcast arg error")
         }
-        comet.broadcast(operation: request.protoOp, push: Push(proto: request.proto), speed: request.speed)
+        await comet.broadcast(operation: request.protoOp, push: Push(proto: request.proto), speed: request.speed)
         return Goim_Comet_BroadcastReply()
     }
 
