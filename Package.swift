@@ -177,30 +177,14 @@ if ["CometMain", "LogicMain", "JobMain", "GoIMClient"].allSatisfy({ name in targ
         ))
 }
 
-// Micro-benchmarks (ordo-one/benchmark, Benchmarks/GoIMBenchmarks): `GOIM_BENCHMARKS=1 swift package benchmark`.
-// Only with that variable, so a plain build neither fetches nor compiles the benchmark library; scripts/test sets it
-// so CI builds them (they do not run there: figures come from a quiet machine, docs/benchmarks.md).
-let microBenchmarks = Context.environment["GOIM_BENCHMARKS"] == "1" && targets.contains { $0.name == "Comet" }
-var extraDependencies: [Package.Dependency] = []
-if microBenchmarks {
-    // MallocInterposer alone: the default RuntimeInterposer trait needs a package this mirror does not carry.
-    extraDependencies.append(
-        .package(url: "https://github.com/ordo-one/benchmark.git", exact: "1.38.1", traits: ["MallocInterposer"]))
-    targets.append(
-        .executableTarget(
-            name: "GoIMBenchmarks",
-            dependencies: [
-                "Comet", "GoIMProtocol", "GoIMRPC", "GoIMConfig", nio, logging, lifecycle,
-                .product(name: "Benchmark", package: "benchmark"),
-            ],
-            path: "Benchmarks/GoIMBenchmarks",
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        ))
-}
-
-let products: [Product] = [("comet", "CometMain"), ("logic", "LogicMain"), ("job", "JobMain"), ("goim-bench", "Bench")]
+let executables: [Product] = [("comet", "CometMain"), ("logic", "LogicMain"), ("job", "JobMain"), ("goim-bench", "Bench")]
     .filter { _, target in targets.contains { $0.name == target } }
     .map { name, target in .executable(name: name, targets: [target]) }
+// Libraries the benchmark package (Benchmarks/Package.swift) imports.
+let libraries: [Product] = ["GoIMProtocol", "GoIMRPC", "GoIMConfig", "Comet"]
+    .filter { name in targets.contains { $0.name == name } }
+    .map { name in .library(name: name, targets: [name]) }
+let products = executables + libraries
 
 let package = Package(
     name: "swift-goim",
@@ -222,7 +206,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
-    ] + extraDependencies,
+    ],
     targets: targets,
     swiftLanguageModes: [.v6]
 )
