@@ -9,18 +9,23 @@ enum FanoutLimit {
         var line: String
     }
 
+    /// The repository's copy, `Benchmarks/fanout-limit/fanout-limit.c`, unless `--limit-source` or
+    /// `GOIM_FANOUT_LIMIT_SRC` names another.
     static func sourcePath(_ explicit: String?) -> String? {
-        var candidates: [String] = []
-        if let explicit { candidates.append(explicit) }
-        if let env = ProcessInfo.processInfo.environment["GOIM_FANOUT_LIMIT_SRC"] { candidates.append(env) }
-        let cwd = FileManager.default.currentDirectoryPath
-        candidates += ["\(cwd)/../shared/tools/fanout-limit.c", "\(cwd)/shared/tools/fanout-limit.c", "/work/shared/tools/fanout-limit.c"]
+        if let explicit { return explicit }
+        if let env = ProcessInfo.processInfo.environment["GOIM_FANOUT_LIMIT_SRC"], !env.isEmpty { return env }
+        let relative = "Benchmarks/fanout-limit/fanout-limit.c"
+        // The checkout this binary was built from (Sources/Bench/Limit.swift -> repository root), then the working directory.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let candidates = [root.appendingPathComponent(relative).path, FileManager.default.currentDirectoryPath + "/" + relative]
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
     }
 
     static func run(source: String?, connections: Int, rounds: Int, packets: Int, paceMicros: Int, body: Int) throws -> Result {
-        guard let source = sourcePath(source) else {
-            throw BenchError.message("fanout-limit.c not found: pass --limit-source PATH or set GOIM_FANOUT_LIMIT_SRC")
+        guard let source = sourcePath(source), FileManager.default.fileExists(atPath: source) else {
+            throw BenchError.message(
+                "fanout-limit.c not found (Benchmarks/fanout-limit/fanout-limit.c): pass --limit-source PATH or set GOIM_FANOUT_LIMIT_SRC")
         }
         let binary = FileManager.default.temporaryDirectory.appendingPathComponent("goim-fanout-limit").path
         try shell("/usr/bin/cc", ["-O2", "-o", binary, source])
