@@ -388,11 +388,21 @@ final class StdinWatcher: Sendable {
         let flag = self.flag
         let parent = getppid()
         Thread.detachNewThread {
+            // A parent that dies (killed mid-connect, say) reads no report: exit at once rather than hold tens of
+            // thousands of sockets into the next run. Its death is checked every 200 ms, not only at stdin's EOF:
+            // a sibling child may hold our stdin pipe open.
             var buffer = [UInt8](repeating: 0, count: 256)
-            while read(0, &buffer, buffer.count) > 0 {}
-            // stdin also closes when the parent dies (killed mid-connect, say): then nobody reads our report, so
-            // exit at once rather than hold tens of thousands of sockets into the next run.
-            if getppid() != parent { exit(3) }
+            var descriptor = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
+            while true {
+                if getppid() != parent { _exit(3) }
+                guard poll(&descriptor, 1, 200) > 0 else { continue }
+                if read(0, &buffer, buffer.count) <= 0 { break }
+            }
+            // A dying parent's pipes close before the kernel hands us to a new parent: give that a moment.
+            for _ in 0..<50 {
+                if getppid() != parent { _exit(3) }
+                usleep(10_000)
+            }
             flag.set()
         }
     }
