@@ -144,7 +144,8 @@ public final class ServerProcess: @unchecked Sendable {
         defer { LiveChildren.remove(process.processIdentifier) }
         guard process.isRunning else { return }
         kill(process.processIdentifier, signal)
-        let deadline = Date().addingTimeInterval(10)
+        // A graceful shutdown (job draining to NATS, comet disconnecting clients) can take a while on a loaded machine.
+        let deadline = Date().addingTimeInterval(signal == SIGKILL ? 10 : 30)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
