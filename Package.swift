@@ -9,6 +9,7 @@ import PackageDescription
 //   CNats/NATS       libnats wrapped once: async NATS + JetStream client
 //   GoIMConfig       TOML + environment configuration of the three services
 //   ServiceRuntime   what every service process is built from: a gRPC server as a Service, one ServiceGroup per process
+//   RPCAuth          the shared secret of the internal gRPC ports: server and client interceptors
 //   Registry         the cluster registry (comets in Redis with a TTL) that logic and job read
 //   LogicClient      comet's client of logic: the gRPC calls and the batcher of Connect/Disconnect
 //   Comet            connection serving: transports, channels, buckets/rooms, fan-out, the goim.comet.Comet service
@@ -54,12 +55,12 @@ let targets: [Target] = [
         providers: [.apt(["libnats-dev"])]
     ),
     .target(name: "NATS", dependencies: ["CNats", "Primitives", nio, nioPosix, logging, lifecycle]),
-    .target(name: "GoIMConfig", dependencies: [.product(name: "TOMLKit", package: "TOMLKit"), logging]),
+    .target(name: "GoIMConfig", dependencies: ["Primitives", .product(name: "TOMLKit", package: "TOMLKit"), logging]),
     .target(
         name: "ServiceRuntime",
         dependencies: ["GoIMConfig", "Primitives", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2, argumentParser]
     ),
-    .target(name: "TestSupport"),
+    .target(name: "TestSupport", dependencies: ["Primitives"]),
     .target(
         name: "TestLogic",
         dependencies: ["GoIMProtocol", "GoIMRPC", grpcCore],
@@ -74,15 +75,16 @@ let targets: [Target] = [
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]
     ),
+    .target(name: "RPCAuth", dependencies: ["Primitives", grpcCore, logging]),
     .target(name: "Registry", dependencies: ["Redis", "GoIMConfig", nio, logging, lifecycle]),
     .target(
         name: "LogicClient",
-        dependencies: ["GoIMRPC", "GoIMConfig", "Primitives", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2]
+        dependencies: ["GoIMRPC", "GoIMConfig", "Primitives", "RPCAuth", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2]
     ),
     .target(
         name: "Comet",
         dependencies: [
-            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "LogicClient", "Primitives", "Registry", "Redis", "ServiceRuntime",
+            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "LogicClient", "Primitives", "RPCAuth", "Registry", "Redis", "ServiceRuntime",
             nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -94,7 +96,7 @@ let targets: [Target] = [
     .target(
         name: "Logic",
         dependencies: [
-            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Primitives", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
+            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Primitives", "RPCAuth", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
             nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "JWTKit", package: "jwt-kit"),
@@ -103,7 +105,7 @@ let targets: [Target] = [
     .target(
         name: "Job",
         dependencies: [
-            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Primitives", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
+            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Primitives", "RPCAuth", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
             nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
         ]
     ),
@@ -130,6 +132,7 @@ let targets: [Target] = [
         dependencies: ["GoIMRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
     ),
     .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
+    .testTarget(name: "RPCAuthTests", dependencies: ["RPCAuth", "GoIMRPC", grpcCore, grpcHTTP2, logging]),
     .testTarget(
         name: "ServiceRuntimeTests",
         dependencies: ["ServiceRuntime", "GoIMConfig", "GoIMRPC", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2]
@@ -145,7 +148,7 @@ let targets: [Target] = [
     .testTarget(
         name: "CometTests",
         dependencies: [
-            "Comet", "GoIMClient", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "LogicClient", "Registry", "Redis",
+            "Comet", "GoIMClient", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "LogicClient", "RPCAuth", "Registry", "Redis",
             "ServiceRuntime", "TestLogic", "TestSupport", nio, nioPosix, grpcCore, grpcHTTP2,
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -156,7 +159,7 @@ let targets: [Target] = [
     .testTarget(
         name: "LogicTests",
         dependencies: [
-            "Logic", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", "NATS", "ServiceRuntime", "TestSupport",
+            "Logic", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", "NATS", "RPCAuth", "ServiceRuntime", "TestSupport",
             nio, nioPosix, grpcCore, grpcHTTP2,
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),

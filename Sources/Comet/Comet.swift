@@ -17,6 +17,7 @@ final class Counters: Sendable {
     let handshakeTimeouts = ManagedAtomic<Int>(0)
     let heartbeatTimeouts = ManagedAtomic<Int>(0)
     let protocolErrors = ManagedAtomic<Int>(0)
+    let watchLimitCloses = ManagedAtomic<Int>(0)
     let ignoredBeforeAuth = ManagedAtomic<Int>(0)
     let replaced = ManagedAtomic<Int>(0)
     let slowConsumersClosed = ManagedAtomic<Int>(0)
@@ -49,6 +50,8 @@ public struct CometStatistics: Sendable, Equatable {
     public var heartbeatTimeouts: Int
     /// Connections closed for malformed input (bad header, oversized packet, bad WebSocket framing).
     public var protocolErrors: Int
+    /// Connections closed for watching more than `protocol.maxWatchOps` operations.
+    public var watchLimitCloses: Int = 0
     /// Packets other than op 7 received before authentication, ignored as goim does.
     public var ignoredBeforeAuth: Int
     /// Connections closed because the same key authenticated again.
@@ -88,6 +91,7 @@ final class Comet: Sendable {
     let whitelist: Whitelist
     let counters = Counters()
     let limits: PacketLimits
+    let maxWatchOps: Int
     let closeSlowConsumers: Bool
     let handshakeTimeout: TimeAmount
     let sweepInterval: TimeAmount
@@ -109,6 +113,7 @@ final class Comet: Sendable {
         self.whitelist = try Whitelist(
             mids: configuration.whitelist.whitelist, path: configuration.whitelist.whiteLog, logger: logger)
         self.limits = PacketLimits(maxBodySize: configuration.proto.maxBodySize)
+        self.maxWatchOps = configuration.proto.maxWatchOps
         self.closeSlowConsumers = configuration.proto.slowConsumerPolicy != "drop"
         self.handshakeTimeout = TimeAmount(configuration.proto.handshakeTimeout)
         self.sweepInterval = TimeAmount(sweepInterval)
@@ -390,6 +395,7 @@ final class Comet: Sendable {
             handshakeTimeouts: c.handshakeTimeouts.load(ordering: .relaxed),
             heartbeatTimeouts: c.heartbeatTimeouts.load(ordering: .relaxed),
             protocolErrors: c.protocolErrors.load(ordering: .relaxed),
+            watchLimitCloses: c.watchLimitCloses.load(ordering: .relaxed),
             ignoredBeforeAuth: c.ignoredBeforeAuth.load(ordering: .relaxed), replaced: c.replaced.load(ordering: .relaxed),
             slowConsumersClosed: c.slowConsumersClosed.load(ordering: .relaxed),
             slowConsumerEpisodes: c.slowConsumerEpisodes.load(ordering: .relaxed), delivered: delivered, dropped: dropped,

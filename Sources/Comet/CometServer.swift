@@ -7,6 +7,7 @@ import NIOPosix
 import NIOSSL
 import Primitives
 import Redis
+import RPCAuth
 import Registry
 import ServiceLifecycle
 import ServiceRuntime
@@ -46,6 +47,11 @@ public final class CometServer: Sendable {
         configuration: CometConfiguration, logger: Logger, logic: (any LogicAPI)? = nil, options: Options = Options()
     ) async throws {
         self.configuration = configuration
+        if configuration.rpcAuth.allowUnauthenticated, !IPAddressLiteral.isLoopback(configuration.rpcServer.addr.host) {
+            logger.warning(
+                "the gRPC port accepts calls without the internal secret (rpcAuth.allowUnauthenticated = true)",
+                metadata: ["goim.address": "\(configuration.rpcServer.addr)"])
+        }
         let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         var services: [any Service] = []
@@ -57,7 +63,8 @@ public final class CometServer: Sendable {
             } else {
                 let client = try GRPCLogicClient(
                     addresses: configuration.rpcClient.addrs, timeout: configuration.rpcClient.timeout,
-                    batchSize: configuration.rpcClient.batchSize, eventLoopGroup: group, logger: logger)
+                    batchSize: configuration.rpcClient.batchSize, secret: configuration.rpcAuth.secret,
+                    eventLoopGroup: group, logger: logger)
                 resolvedLogic = client
                 grpcLogic = client
             }
@@ -76,6 +83,13 @@ public final class CometServer: Sendable {
             rpcOptions.acceptedCompression = .all
             rpcOptions.maxIdleTime = rpcSection.idleTimeout
             rpcOptions.keepalive = (rpcSection.keepAliveInterval, rpcSection.keepAliveTimeout)
+            rpcOptions.interceptors = [
+                SharedSecretServerInterceptor(
+                    policy: SharedSecretPolicy(
+                        secret: configuration.rpcAuth.secret,
+                        allowUnauthenticated: configuration.rpcAuth.allowUnauthenticated),
+                    logger: logger)
+            ]
             rpc = GRPCServerService(
                 name: "goim.comet.Comet", address: rpcSection.addr, services: [CometRPCService(comet: comet)],
                 options: rpcOptions, eventLoopGroup: group, logger: logger)

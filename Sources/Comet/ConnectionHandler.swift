@@ -69,8 +69,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private(set) var key = ""
     /// The WebSocket `Cookie` header, passed to Logic `Connect`.
     var cookie = ""
-    /// The watch set (goim's accepts, Sub, Unsub): a handful of ops, so a small array.
-    private var watch: [Int32] = []
+    /// The watch set (goim's accepts, Sub, Unsub), at most `protocol.maxWatchOps`: Sub and Unsub cost O(ops in the
+    /// packet), and a broadcast's membership test is one hash lookup whatever the set's size.
+    private var watch: Set<Int32> = []
     private var writable = true
     private var inBucket = false
     private var whitelisted = false
@@ -333,9 +334,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             return
         }
+        guard reply.accepts.count <= comet.maxWatchOps else {
+            comet.counters.increment(\.watchLimitCloses)
+            if comet.buckets.entry(for: reply.key) == nil {
+                comet.disconnect(mid: reply.mid, key: reply.key, connection: id)
+            }
+            close(
+                reason: "auth accepts \(reply.accepts.count) operations, over protocol.maxWatchOps (\(comet.maxWatchOps))",
+                level: .warning)
+            return
+        }
         mid = reply.mid
         key = reply.key
-        watch = reply.accepts
+        watch = Set(reply.accepts)
         heartbeatTimeout = reply.heartbeat > 0 ? .nanoseconds(reply.heartbeat) : Comet.defaultHeartbeat
         whitelisted = comet.whitelist.contains(mid)
         state = .open
@@ -364,7 +375,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         nextSessionRefresh = now + comet.randomSessionRefresh()
         comet.logger.debug("authenticated", metadata: logMetadata)
         trace(
-            "auth ok room:\(reply.roomID) accepts:\(watch) heartbeat:\(heartbeatTimeout.nanoseconds / 1_000_000)ms cookie:\(cookie)")
+            "auth ok room:\(reply.roomID) accepts:\(reply.accepts) heartbeat:\(heartbeatTimeout.nanoseconds / 1_000_000)ms cookie:\(cookie)")
 
         if !queued.isEmpty {
             let packets = queued
@@ -405,12 +416,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
             reply(to: packet, operation: .changeRoomReply, body: packet.body)
         case .sub:
             if let ops = WatchOps.parse(packet.body) {
-                for op in ops where !watch.contains(op) { watch.append(op) }
+                watch.formUnion(ops)
+                guard watch.count <= comet.maxWatchOps else {
+                    comet.counters.increment(\.watchLimitCloses)
+                    close(
+                        reason: "Sub: watch set of \(watch.count) operations, over protocol.maxWatchOps (\(comet.maxWatchOps))",
+                        level: .warning)
+                    return
+                }
             }
             reply(to: packet, operation: .subReply, body: packet.body)
         case .unsub:
             if let ops = WatchOps.parse(packet.body) {
-                watch.removeAll { ops.contains($0) }
+                watch.subtract(ops)
             }
             reply(to: packet, operation: .unsubReply, body: packet.body)
         default:

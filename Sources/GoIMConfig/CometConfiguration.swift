@@ -24,6 +24,9 @@ public struct CometConfiguration: Sendable, Equatable {
         public var handshakeTimeout: Duration = .seconds(8)
         /// Largest inbound packet body (goim: 4096).
         public var maxBodySize: Int = 4096
+        /// Most operations one connection may watch (auth `accepts` plus Sub); a client going over is closed
+        /// (goim had no limit, and scanned its list for every Sub).
+        public var maxWatchOps: Int = 256
         /// Bytes queued for one client beyond which it counts as a slow consumer.
         public var maxOutboundBytes: Int = 1 << 20
         /// What to do with a slow consumer: `close` it (default) or `drop` the messages that do not fit.
@@ -36,7 +39,8 @@ public struct CometConfiguration: Sendable, Equatable {
     }
 
     public struct RPCServer: Sendable, Equatable {
-        public var addr: HostPort = HostPort(host: "0.0.0.0", port: 3109)
+        /// Loopback by default: other machines reach it only with `rpcAuth` set (or explicitly allowed without).
+        public var addr: HostPort = HostPort(host: "127.0.0.1", port: 3109)
         /// goim kept grpc-go's 4 MiB while its clients send up to 16 MiB (goim bug 35); we accept 16 MiB.
         public var maxReceiveMessageSize: Int = 16 << 20
         public var idleTimeout: Duration = .seconds(60)
@@ -83,6 +87,7 @@ public struct CometConfiguration: Sendable, Equatable {
     public var limits = Limits()
     public var redis = RedisSection()
     public var registry = RegistrySection()
+    public var rpcAuth = RPCAuthSection()
     /// How often room counts are reported to logic (`RenewOnline`), goim: 10 s.
     public var onlineInterval: Duration = .seconds(10)
 
@@ -121,6 +126,7 @@ public struct CometConfiguration: Sendable, Equatable {
         let p = reader.section("protocol")
         proto.handshakeTimeout = p.duration("handshakeTimeout", default: d.proto.handshakeTimeout, minimum: .milliseconds(10))
         proto.maxBodySize = p.int("maxBodySize", default: d.proto.maxBodySize, in: 0...(16 << 20))
+        proto.maxWatchOps = p.int("maxWatchOps", default: d.proto.maxWatchOps, in: 1...65536)
         proto.maxOutboundBytes = p.int("maxOutboundBytes", default: d.proto.maxOutboundBytes, in: 4096...(1 << 30))
         proto.slowConsumerPolicy = p.string("slowConsumerPolicy", default: d.proto.slowConsumerPolicy)
         proto.directWrite = p.bool("directWrite", default: d.proto.directWrite)
@@ -134,7 +140,7 @@ public struct CometConfiguration: Sendable, Equatable {
         }
 
         let rs = reader.section("rpcServer")
-        rpcServer.addr = rs.address("addr", default: ":3109")
+        rpcServer.addr = rs.address("addr", default: "127.0.0.1:3109")
         rpcServer.maxReceiveMessageSize = rs.int("maxReceiveMessageSize", default: d.rpcServer.maxReceiveMessageSize, in: 1024...(256 << 20))
         rpcServer.idleTimeout = rs.duration("idleTimeout", default: d.rpcServer.idleTimeout)
         rpcServer.keepAliveInterval = rs.duration("keepAliveInterval", default: d.rpcServer.keepAliveInterval, minimum: .seconds(1))
@@ -156,6 +162,9 @@ public struct CometConfiguration: Sendable, Equatable {
         limits.maxConnectionsPerIP = reader.section("limits").int("maxConnectionsPerIP", default: 0, in: 0...10_000_000)
         redis = RedisSection(reader.section("redis"))
         registry = RegistrySection(reader.section("registry"))
+        let ra = reader.section("rpcAuth")
+        rpcAuth = RPCAuthSection(ra)
+        rpcAuth.validate(listener: rpcServer.addr, listenerKey: "rpcServer.addr", in: ra)
         onlineInterval = reader.section("online").duration("interval", default: d.onlineInterval, minimum: .milliseconds(100))
         reader.acceptUnused([
             "debug", "discovery", "rpcClient.dial", "rpcServer.network", "rpcServer.timeout", "rpcServer.maxLifeTime",

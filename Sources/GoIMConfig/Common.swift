@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Primitives
 
 /// A listen or dial address: goim writes `:3101` (all interfaces), `127.0.0.1:3101`, or `[::1]:3101`.
 public struct HostPort: Sendable, Hashable, CustomStringConvertible {
@@ -183,6 +184,32 @@ public struct RegistrySection: Sendable, Equatable {
         if refresh >= ttl {
             s.invalid("refresh", GoDuration.format(refresh), "must be shorter than registry.ttl (\(GoDuration.format(ttl)))")
         }
+    }
+}
+
+/// `[rpcAuth]`: the shared secret of the internal gRPC ports (comet 3109, logic 3119). Every comet, logic and job
+/// of one deployment has the same `secret`; each requires it from callers of its gRPC port and sends it on its calls.
+public struct RPCAuthSection: Sendable, Equatable {
+    public var secret: String = ""
+    /// Let in calls that send no secret (goim's own job or logic calling swift-goim). A wrong secret is refused.
+    public var allowUnauthenticated: Bool = false
+
+    public init() {}
+
+    public init(_ s: ConfigSection) {
+        secret = s.string("secret", default: "")
+        allowUnauthenticated = s.bool("allowUnauthenticated", default: false)
+    }
+
+    /// Refuses a gRPC listener reachable from other machines that would let anyone call it.
+    func validate(listener: HostPort, listenerKey: String, in section: ConfigSection) {
+        guard secret.isEmpty, !allowUnauthenticated, !IPAddressLiteral.isLoopback(listener.host) else { return }
+        section.invalid(
+            "secret", "\"\"",
+            "\(listenerKey) = \"\(listener)\" can be reached from other machines, and without a secret anyone who reaches it "
+                + "could push to every user or change routing. Set rpcAuth.secret (GOIM_RPCAUTH_SECRET, the same on every "
+                + "comet, logic and job), bind \(listenerKey) to 127.0.0.1, or set rpcAuth.allowUnauthenticated = true "
+                + "(goim's behaviour, for goim peers on a trusted network)")
     }
 }
 

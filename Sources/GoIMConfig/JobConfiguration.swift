@@ -53,6 +53,7 @@ public struct JobConfiguration: Sendable, Equatable {
     public var redis = RedisSection()
     public var nats = NATSSection()
     public var registry = RegistrySection()
+    public var rpcAuth = RPCAuthSection()
 
     public init() {}
 
@@ -95,6 +96,7 @@ public struct JobConfiguration: Sendable, Equatable {
         redis = RedisSection(reader.section("redis"))
         nats = NATSSection(reader.section("nats"))
         registry = RegistrySection(reader.section("registry"))
+        rpcAuth = RPCAuthSection(reader.section("rpcAuth"))
         reader.acceptUnused(["discovery", "kafka", "comet.routineChan", "redis.expire"])
         try reader.finish()
     }

@@ -1,18 +1,31 @@
+import Primitives
+
 /// Everything `logic` reads from `configs/logic.toml` (goim's section and key names where goim has them).
 public struct LogicConfiguration: Sendable, Equatable {
     public struct HTTPServer: Sendable, Equatable {
-        public var addr: HostPort = HostPort(host: "0.0.0.0", port: 3111)
+        /// Loopback by default: other machines reach it only with a push token (or explicitly allowed without).
+        public var addr: HostPort = HostPort(host: "127.0.0.1", port: 3111)
         /// Largest push body accepted (goim had no limit); larger gets code -400.
         public var maxBodySize: Int = 1 << 20
-        /// When set, `/goim/push/*` requires `Authorization: Bearer <token>` (off by default, as goim).
+        /// When set, `/goim/push/*` requires `Authorization: Bearer <token>`. Required when `addr` is not loopback,
+        /// unless `allowUnauthenticatedPush`.
         public var pushToken: String = ""
+        /// Serve `/goim/push/*` without a token on a non-loopback address (goim's behaviour); warned at each start.
+        public var allowUnauthenticatedPush: Bool = false
+        /// Requests per second one client IP may make (a token bucket of `rateBurst`); loopback clients are not
+        /// limited; 0 = no limit. Over it: HTTP 429, code -429, `Retry-After`.
+        public var rateLimit: Double = 1000
+        public var rateBurst: Int = 2000
+        /// Requests handled at once (all clients); over it: HTTP 429 at once. 0 = no cap.
+        public var maxConcurrentRequests: Int = 4096
         /// Browser origins (`http://host:port`) allowed to call the API from a page (CORS), or `*` for any;
         /// empty (the default, as goim): no CORS headers, so pages of other origins cannot read the replies.
         public var corsOrigins: [String] = []
     }
 
     public struct RPCServer: Sendable, Equatable {
-        public var addr: HostPort = HostPort(host: "0.0.0.0", port: 3119)
+        /// Loopback by default: other machines reach it only with `rpcAuth` set (or explicitly allowed without).
+        public var addr: HostPort = HostPort(host: "127.0.0.1", port: 3119)
         public var maxReceiveMessageSize: Int = 16 << 20
     }
 
@@ -67,6 +80,7 @@ public struct LogicConfiguration: Sendable, Equatable {
     public var redis = RedisSection()
     public var nats = NATSSection()
     public var registry = RegistrySection()
+    public var rpcAuth = RPCAuthSection()
 
     public init() {}
 
@@ -76,16 +90,31 @@ public struct LogicConfiguration: Sendable, Equatable {
         log = LogSection(reader.section("log"))
 
         let h = reader.section("httpServer")
-        httpServer.addr = h.address("addr", default: ":3111")
+        httpServer.addr = h.address("addr", default: "127.0.0.1:3111")
         httpServer.maxBodySize = h.int("maxBodySize", default: d.httpServer.maxBodySize, in: 1...(64 << 20))
         httpServer.pushToken = h.string("pushToken", default: "")
+        httpServer.allowUnauthenticatedPush = h.bool("allowUnauthenticatedPush", default: false)
+        if httpServer.pushToken.isEmpty, !httpServer.allowUnauthenticatedPush, !IPAddressLiteral.isLoopback(httpServer.addr.host) {
+            h.invalid(
+                "pushToken", "\"\"",
+                "httpServer.addr = \"\(httpServer.addr)\" can be reached from other machines, and without a push token anyone "
+                    + "who reaches it could push to every user. Set httpServer.pushToken (GOIM_HTTPSERVER_PUSHTOKEN), bind "
+                    + "httpServer.addr to 127.0.0.1, or set httpServer.allowUnauthenticatedPush = true (goim's behaviour)")
+        }
         httpServer.corsOrigins = h.strings("corsOrigins", default: [])
+        httpServer.rateLimit = h.double("rateLimit", default: d.httpServer.rateLimit)
+        if httpServer.rateLimit < 0 || !httpServer.rateLimit.isFinite {
+            h.invalid("rateLimit", "\(httpServer.rateLimit)", "requests per second: 0 (no limit) or more")
+        }
+        httpServer.rateBurst = h.int("rateBurst", default: d.httpServer.rateBurst, in: 1...1_000_000)
+        httpServer.maxConcurrentRequests = h.int(
+            "maxConcurrentRequests", default: d.httpServer.maxConcurrentRequests, in: 0...1_000_000)
         for origin in httpServer.corsOrigins where !Self.isCORSOrigin(origin) {
             h.invalid("corsOrigins", "\"\(origin)\"", "expected \"*\" or an origin such as \"http://127.0.0.1:1999\" (scheme://host[:port], no path)")
         }
 
         let r = reader.section("rpcServer")
-        rpcServer.addr = r.address("addr", default: ":3119")
+        rpcServer.addr = r.address("addr", default: "127.0.0.1:3119")
         rpcServer.maxReceiveMessageSize = r.int("maxReceiveMessageSize", default: d.rpcServer.maxReceiveMessageSize, in: 1024...(256 << 20))
 
         let n = reader.section("node")
@@ -133,6 +162,9 @@ public struct LogicConfiguration: Sendable, Equatable {
         redis = RedisSection(reader.section("redis"))
         nats = NATSSection(reader.section("nats"))
         registry = RegistrySection(reader.section("registry"))
+        let ra = reader.section("rpcAuth")
+        rpcAuth = RPCAuthSection(ra)
+        rpcAuth.validate(listener: rpcServer.addr, listenerKey: "rpcServer.addr", in: ra)
         reader.acceptUnused([
             "discovery", "kafka", "rpcClient", "rpcServer.network", "rpcServer.timeout", "rpcServer.idleTimeout",
             "rpcServer.maxLifeTime", "rpcServer.forceCloseWait", "rpcServer.keepAliveInterval", "rpcServer.keepAliveTimeout",

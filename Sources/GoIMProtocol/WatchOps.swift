@@ -9,10 +9,33 @@ public enum WatchOps {
         let bytes = body.readableBytesView
         if bytes.isEmpty { return [] }
         var ops: [Int32] = []
-        for item in bytes.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
-            guard let op = Int32(String(decoding: item, as: UTF8.self), radix: 10) else { return nil }
-            ops.append(op)
+        ops.reserveCapacity(bytes.count / 5 + 1)
+        // Digits are read in place (no String per item): a client may send thousands of 4 kB Sub bodies.
+        var value: Int64 = 0
+        var negative = false
+        var digits = 0
+        var signAllowed = true
+        for byte in bytes {
+            switch byte {
+            case UInt8(ascii: ","):
+                guard digits > 0 else { return nil }
+                ops.append(Int32(negative ? -value : value))
+                (value, negative, digits, signAllowed) = (0, false, 0, true)
+            case UInt8(ascii: "+"), UInt8(ascii: "-"):
+                guard signAllowed else { return nil }
+                negative = byte == UInt8(ascii: "-")
+                signAllowed = false
+            case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                value = value * 10 + Int64(byte - UInt8(ascii: "0"))
+                digits += 1
+                signAllowed = false
+                guard value <= (negative ? -Int64(Int32.min) : Int64(Int32.max)) else { return nil }
+            default:
+                return nil
+            }
         }
+        guard digits > 0 else { return nil }
+        ops.append(Int32(negative ? -value : value))
         return ops
     }
 

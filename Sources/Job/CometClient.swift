@@ -6,6 +6,7 @@ import GoIMRPC
 import NIOCore
 import NIOPosix
 import Primitives
+import RPCAuth
 
 /// The comet RPCs job makes (`goim.comet.Comet`), behind a protocol so that delivery can be
 /// tested with in-memory comets as well as over gRPC.
@@ -47,8 +48,9 @@ public final class GRPCCometClient: CometRPC {
     private let stub: Goim_Comet_Comet.Client<HTTP2ClientTransport.Posix>
     private let options: CallOptions
 
+    /// - Parameter secret: the deployment's internal secret (`[rpcAuth] secret`), sent with every call.
     public init(
-        address: String, timeout: Duration,
+        address: String, timeout: Duration, secret: String = "",
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws {
         guard let hostPort = HostPort(address, defaultHost: "127.0.0.1") else {
@@ -71,7 +73,7 @@ public final class GRPCCometClient: CometRPC {
             },
             eventLoopGroup: eventLoopGroup
         )
-        client = GRPCClient(transport: transport)
+        client = GRPCClient(transport: transport, interceptors: [SharedSecretClientInterceptor(secret: secret)])
         stub = Goim_Comet_Comet.Client(wrapping: client)
         var options = CallOptions.defaults
         options.timeout = timeout
@@ -106,9 +108,9 @@ public final class GRPCCometClient: CometRPC {
         client.beginGracefulShutdown()
     }
 
-    /// The default connector: a gRPC client per comet, calls bounded by `timeout`.
-    public static func connector(timeout: Duration) -> CometConnector {
-        { instance in try GRPCCometClient(address: instance.rpcAddress, timeout: timeout) }
+    /// The default connector: a gRPC client per comet, calls bounded by `timeout`, each sending `secret`.
+    public static func connector(timeout: Duration, secret: String = "") -> CometConnector {
+        { instance in try GRPCCometClient(address: instance.rpcAddress, timeout: timeout, secret: secret) }
     }
 }
 

@@ -28,7 +28,8 @@ public final class JobWorker: Sendable {
         let registry = CometRegistry(redis: redis, configuration: configuration.registry)
         let pool = CometPool(
             settings: CometPool.Settings(configuration), registry: registry, logger: logger,
-            connector: connector ?? GRPCCometClient.connector(timeout: configuration.comet.timeout))
+            connector: connector
+                ?? GRPCCometClient.connector(timeout: configuration.comet.timeout, secret: configuration.rpcAuth.secret))
         let nats = NATSClient(configuration: NATSConfiguration(configuration), logger: logger)
         let statistics = JobStatistics()
         let consumer = JobConsumer(

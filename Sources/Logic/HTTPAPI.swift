@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Primitives
 import Registry
 
 /// The request context of the HTTP API: Hummingbird's core storage plus the peer address (for
@@ -32,12 +33,17 @@ public struct LogicHTTPResponder: HTTPResponder {
 
     /// `httpServer.corsOrigins`, lower-cased: origins whose pages may read the replies, `*` for any.
     let corsOrigins: [String]
+    /// Per-IP rate and in-flight cap; nil = none. `/health` is never limited.
+    let admission: HTTPAdmission?
 
-    public init(core: LogicCore, maxBodySize: Int, pushToken: String, corsOrigins: [String] = []) {
+    public init(
+        core: LogicCore, maxBodySize: Int, pushToken: String, corsOrigins: [String] = [], admission: HTTPAdmission? = nil
+    ) {
         self.core = core
         self.maxBodySize = maxBodySize
         self.pushToken = pushToken
         self.corsOrigins = corsOrigins.map { $0.lowercased() }
+        self.admission = admission
         self.health = { [core] in
             async let redis: String? = Self.probe { try await core.routing.ping() }
             async let nats: String? = Self.probe { try await core.queue.ping() }
@@ -57,6 +63,17 @@ public struct LogicHTTPResponder: HTTPResponder {
     }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
+        guard let admission, request.uri.path != "/health" else { return try await respondAdmitted(to: request, context: context) }
+        if let refusal = admission.admit(context.remoteAddress) {
+            var response = Self.tooManyRequests(refusal)
+            if let origin = allowedOrigin(request) { response.headers[.accessControlAllowOrigin] = origin }
+            return response
+        }
+        defer { admission.finish() }
+        return try await respondAdmitted(to: request, context: context)
+    }
+
+    private func respondAdmitted(to request: Request, context: Context) async throws -> Response {
         guard let origin = allowedOrigin(request) else { return try await route(request, context: context) }
         if request.method == .options, let method = Self.routes[request.uri.path] {
             return Self.preflight(origin: origin, method: method)
@@ -181,17 +198,10 @@ public struct LogicHTTPResponder: HTTPResponder {
         }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer",
-            Self.constantTimeEquals(Array(parts[1].trimmingCharacters(in: .whitespaces).utf8), Array(pushToken.utf8))
+            ConstantTime.equals(parts[1].trimmingCharacters(in: .whitespaces), pushToken)
         else {
             throw LogicError.unauthorized("authorization: the bearer token is not valid")
         }
-    }
-
-    private static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for (x, y) in zip(a, b) { difference |= x ^ y }
-        return difference == 0
     }
 
     /// The raw body, at most `maxBodySize` bytes.
@@ -342,6 +352,13 @@ public struct LogicHTTPResponder: HTTPResponder {
             default: .ok
             }
         return json(envelope(code: error.code, message: error.message, data: nil), status: status)
+    }
+
+    /// HTTP 429 in goim's envelope, code -429; `Retry-After` when the per-IP rate was the reason.
+    static func tooManyRequests(_ refusal: HTTPAdmission.Refusal) -> Response {
+        var response = json(envelope(code: -429, message: refusal.message, data: nil), status: .tooManyRequests)
+        if case .rate(let seconds) = refusal { response.headers[.retryAfter] = String(seconds) }
+        return response
     }
 
     static func json(_ value: GoJSON, status: HTTPResponse.Status) -> Response {

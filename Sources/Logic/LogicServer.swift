@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import Primitives
 import Redis
+import RPCAuth
 import Registry
 import ServiceLifecycle
 import ServiceRuntime
@@ -29,6 +30,16 @@ public final class LogicServer: Sendable {
     /// Builds everything; nothing connects or listens before `run()`. Throws `LogicStartError` when the
     /// JWT key file cannot be read.
     public init(configuration: LogicConfiguration, logger: Logger) async throws {
+        if configuration.httpServer.pushToken.isEmpty, !IPAddressLiteral.isLoopback(configuration.httpServer.addr.host) {
+            logger.warning(
+                "the push API accepts pushes without a token from anyone who reaches it (allowUnauthenticatedPush = true)",
+                metadata: ["goim.address": "\(configuration.httpServer.addr)"])
+        }
+        if configuration.rpcAuth.allowUnauthenticated, !IPAddressLiteral.isLoopback(configuration.rpcServer.addr.host) {
+            logger.warning(
+                "the gRPC port accepts calls without the internal secret (rpcAuth.allowUnauthenticated = true)",
+                metadata: ["goim.address": "\(configuration.rpcServer.addr)"])
+        }
         let redisSection = configuration.redis
         let redis = RedisClient(
             configuration: RedisConfiguration(
@@ -60,6 +71,12 @@ public final class LogicServer: Sendable {
         // Accepts gzip and deflate requests (the default): goim's comet gzips RenewOnline.
         var rpcOptions = GRPCServerService.Options()
         rpcOptions.maxReceiveMessageSize = configuration.rpcServer.maxReceiveMessageSize
+        rpcOptions.interceptors = [
+            SharedSecretServerInterceptor(
+                policy: SharedSecretPolicy(
+                    secret: configuration.rpcAuth.secret, allowUnauthenticated: configuration.rpcAuth.allowUnauthenticated),
+                logger: logger)
+        ]
         grpc = GRPCServerService(
             name: "goim.logic.Logic", address: configuration.rpcServer.addr,
             services: [LogicRPCService(core: core, logger: logger), LogicBatchRPCService(core: core, logger: logger)],
@@ -67,7 +84,11 @@ public final class LogicServer: Sendable {
         http = Application(
             responder: LogicHTTPResponder(
                 core: core, maxBodySize: configuration.httpServer.maxBodySize, pushToken: configuration.httpServer.pushToken,
-                corsOrigins: configuration.httpServer.corsOrigins),
+                corsOrigins: configuration.httpServer.corsOrigins,
+                admission: HTTPAdmission(
+                    limits: .init(
+                        ratePerIP: configuration.httpServer.rateLimit, burstPerIP: configuration.httpServer.rateBurst,
+                        maxConcurrentRequests: configuration.httpServer.maxConcurrentRequests))),
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.httpServer.addr.host, port: configuration.httpServer.addr.port)),
             onServerRunning: { channel in

@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Primitives
+import RPCAuth
 import ServiceLifecycle
 import Synchronization
 
@@ -34,9 +35,10 @@ public final class GRPCLogicClient: LogicAPI, Service {
     ///     host names get one channel each, used in turn.
     ///   - timeout: deadline of each call.
     ///   - batchSize: most Connects (or Disconnects) sent in one `LogicBatch` call; 1 = goim's one call each.
+    ///   - secret: the deployment's internal secret (`[rpcAuth] secret`), sent with every call; empty sends none.
     public init(
-        addresses: [HostPort], timeout: Duration, batchSize: Int = 128, eventLoopGroup: any EventLoopGroup,
-        logger: Logger = Logger(label: "goim.comet.logic")
+        addresses: [HostPort], timeout: Duration, batchSize: Int = 128, secret: String = "",
+        eventLoopGroup: any EventLoopGroup, logger: Logger = Logger(label: "goim.comet.logic")
     ) throws {
         precondition(!addresses.isEmpty, "at least one Logic address is needed")
         self.timeout = timeout
@@ -65,7 +67,8 @@ public final class GRPCLogicClient: LogicAPI, Service {
             GRPCClient(
                 transport: try HTTP2ClientTransport.Posix(
                     target: target, transportSecurity: .plaintext, config: config, serviceConfig: serviceConfig,
-                    eventLoopGroup: eventLoopGroup))
+                    eventLoopGroup: eventLoopGroup),
+                interceptors: [SharedSecretClientInterceptor(secret: secret)])
         }
         if batchSize > 1 {
             // The batchers' send closures call back into this client; `weak` keeps them from owning it.

@@ -30,6 +30,19 @@ public enum IPAddressLiteral: Sendable, Equatable {
         IPAddressLiteral(host) == .v6 && !host.hasPrefix("[") ? "[\(host)]" : host
     }
 
+    /// Whether `host` names this machine's loopback interface only (`localhost`, 127.0.0.0/8, `::1`): a listener
+    /// bound there cannot be reached from another machine.
+    public static func isLoopback(_ host: String) -> Bool {
+        var text = Substring(host)
+        if text.hasPrefix("["), text.hasSuffix("]") { text = text.dropFirst().dropLast() }
+        if text.lowercased() == "localhost" { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, String(text), &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, String(text), &v6) == 1 else { return false }
+        return withUnsafeBytes(of: &v6) { bytes in bytes.dropLast().allSatisfy { $0 == 0 } && bytes.last == 1 }
+    }
+
     /// Whether `host` is a wildcard bind address (every interface).
     public static func isWildcard(_ host: String) -> Bool {
         host.isEmpty || host == "0.0.0.0" || host == "::" || host == "[::]"

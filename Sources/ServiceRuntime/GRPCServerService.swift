@@ -19,6 +19,8 @@ public final class GRPCServerService: Service {
         public var maxIdleTime: Duration?
         /// Server-initiated keepalive pings (nil: none).
         public var keepalive: (interval: Duration, timeout: Duration)?
+        /// Run before every handler (the internal secret check).
+        public var interceptors: [any ServerInterceptor] = []
 
         public init() {}
     }
@@ -53,7 +55,7 @@ public final class GRPCServerService: Service {
         server = GRPCServer(
             transport: .http2NIOPosix(
                 address: socketAddress, transportSecurity: .plaintext, config: config, eventLoopGroup: eventLoopGroup),
-            services: services)
+            services: services, interceptors: options.interceptors)
         self.name = name
         self.address = address
         self.logger = logger

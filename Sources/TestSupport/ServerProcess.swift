@@ -130,27 +130,52 @@ public final class ServerProcess: @unchecked Sendable {
             if Self.canConnect(port: port) { return }
             try await Task.sleep(for: .milliseconds(50))
         }
-        stop()
+        await stop()
         throw TestServerError.didNotStart(name, port: port, output: output)
     }
 
-    /// Sends `signal` (SIGTERM by default) and waits for the process to exit.
-    public func stop(signal: Int32 = SIGTERM) {
+    /// Sends `signal` (SIGTERM by default) and waits for the process to exit, escalating to SIGKILL after a grace
+    /// period. Waits by sleeping, never by blocking a thread: the cooperative pool has as many threads as cores (two
+    /// on CI), and a test blocked in a stop would starve every other test's async work, in-process servers included.
+    public func stop(signal: Int32 = SIGTERM) async {
+        guard let process = takeRunning(signal: signal) else { return }
+        // A graceful shutdown (job draining to NATS, comet disconnecting clients) can take a while on a loaded machine.
+        let deadline = ContinuousClock.now + (signal == SIGKILL ? .seconds(10) : .seconds(30))
+        while process.isRunning && ContinuousClock.now < deadline && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        while process.isRunning && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(10)) }
+        LiveChildren.remove(process.processIdentifier)
+    }
+
+    /// For `defer` blocks, which cannot await: sends SIGTERM now; a thread of its own waits for the exit and sends
+    /// SIGKILL after the grace period. Idempotent, like `stop()`.
+    public func stopInBackground() {
+        guard let process = takeRunning(signal: SIGTERM) else { return }
+        let thread = Thread {
+            let deadline = Date().addingTimeInterval(30)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            while process.isRunning { usleep(10_000) }
+            LiveChildren.remove(process.processIdentifier)
+        }
+        thread.start()
+    }
+
+    /// Forgets the process and sends it `signal`; nil when there was none or it had exited already.
+    private func takeRunning(signal: Int32) -> Process? {
         let process = lock.withLock { () -> Process? in
             defer { self.process = nil }
             return self.process
         }
-        guard let process else { return }
-        defer { LiveChildren.remove(process.processIdentifier) }
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, signal)
-        // A graceful shutdown (job draining to NATS, comet disconnecting clients) can take a while on a loaded machine.
-        let deadline = Date().addingTimeInterval(signal == SIGKILL ? 10 : 30)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        guard let process else { return nil }
+        guard process.isRunning else {
+            LiveChildren.remove(process.processIdentifier)
+            return nil
         }
+        kill(process.processIdentifier, signal)
+        return process
     }
 
     /// Foundation's `Process` spawns the child with the calling thread's signal mask, and the threads Swift
@@ -167,11 +192,11 @@ public final class ServerProcess: @unchecked Sendable {
     }
 
     /// Kills the process without letting it clean up (as a crash would).
-    public func kill9() { stop(signal: SIGKILL) }
+    public func kill9() async { await stop(signal: SIGKILL) }
 
     /// Stops and starts again on the same port and directory (data kept).
     public func restart() async throws {
-        stop()
+        await stop()
         try await start()
     }
 
@@ -347,10 +372,10 @@ extension ServerProcess {
     public func withRunning<T>(_ body: (ServerProcess) async throws -> T) async throws -> T {
         do {
             let result = try await body(self)
-            stop()
+            await stop()
             return result
         } catch {
-            stop()
+            await stop()
             throw error
         }
     }

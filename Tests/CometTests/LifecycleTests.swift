@@ -18,7 +18,7 @@ import Testing
 @testable import Comet
 
 extension CometSuite {
-    @Suite("Lifecycle: online counts, registration, shutdown")
+    @Suite("Lifecycle: online counts, registration, shutdown", .startsServers)
     struct LifecycleTests {
         @Test("RenewOnline reaches Logic uncompressed with the room counts; the cluster counts flow into heartbeat replies")
         func renewOnline() async throws {
@@ -67,8 +67,8 @@ extension CometSuite {
         @Test("registration: the comet appears in the Redis registry with its ports and leaves it at shutdown")
         func registration() async throws {
             let redisServer = try await TestServers.redis()
-            defer { redisServer.stop() }
-            let redis = RedisClient(configuration: RedisConfiguration(port: redisServer.port))
+            defer { redisServer.stopInBackground() }
+            let redis = RedisClient(configuration: RedisConfiguration(port: redisServer.port, connectTimeout: .seconds(5)))
             let registry = CometRegistry(redis: redis, configuration: RegistrySection())
             var options = CometServer.Options()
             options.sweepInterval = .milliseconds(50)
@@ -140,7 +140,7 @@ extension CometSuite {
             let client = try await GoIMClient.connect(port: tcpPort)
             try await client.auth(auth(key: "exe"))
             #expect(try await client.heartbeat() == 0)
-            process.stop()
+            await process.stop()
             try await client.waitUntilClosed()
             #expect(logic.calls.disconnects(of: "exe") == 1, "comet output:\n\(process.output)")
         }

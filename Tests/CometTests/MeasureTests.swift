@@ -187,7 +187,7 @@ func withMeasuredComet(_ body: @Sendable (MeasuredComet) async throws -> Void) a
     """.write(to: config, atomically: true, encoding: .utf8)
     let process = try TestServers.executable("comet", arguments: ["--config", config.path], port: tcpPort)
     try await process.start()
-    defer { process.stop() }
+    defer { process.stopInBackground() }
     let rpcClient = GRPCClient(
         transport: try .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: rpcPort), transportSecurity: .plaintext))
     let rpcTask = Task { try await rpcClient.runConnections() }

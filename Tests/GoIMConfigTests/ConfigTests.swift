@@ -228,3 +228,54 @@ import Testing
         }
     }
 }
+
+/// Secure defaults: nothing that writes (push, routing) listens beyond loopback without a credential, unless the
+/// operator asked for goim's behaviour by name.
+@Suite struct SecureDefaultsTests {
+    static func refusal(_ make: () throws -> Void) -> String? {
+        do {
+            try make()
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func internalPortsDefaultToLoopback() throws {
+        #expect(try CometConfiguration.load(path: nil, environment: [:]).0.rpcServer.addr == HostPort(host: "127.0.0.1", port: 3109))
+        let (logic, _) = try LogicConfiguration.load(path: nil, environment: [:])
+        #expect(logic.rpcServer.addr == HostPort(host: "127.0.0.1", port: 3119))
+        #expect(logic.httpServer.addr == HostPort(host: "127.0.0.1", port: 3111))
+    }
+
+    @Test(arguments: ["comet", "logic"])
+    func gRPCBeyondLoopbackNeedsTheSecret(service: String) throws {
+        func load(_ environment: [String: String]) throws {
+            let reader = try ConfigReader(toml: "", environment: environment)
+            if service == "comet" { _ = try CometConfiguration(reader) } else { _ = try LogicConfiguration(reader) }
+        }
+        let exposed = ["GOIM_RPCSERVER_ADDR": ":3109"]
+        let text = try #require(Self.refusal { try load(exposed) })
+        #expect(text.contains("rpcAuth.secret"))
+        #expect(text.contains("allowUnauthenticated"))
+        #expect(Self.refusal { try load(exposed.merging(["GOIM_RPCAUTH_SECRET": "s3cret"]) { $1 }) } == nil)
+        #expect(Self.refusal { try load(exposed.merging(["GOIM_RPCAUTH_ALLOWUNAUTHENTICATED": "true"]) { $1 }) } == nil)
+        for loopback in ["127.0.0.1:3109", "[::1]:3109", "localhost:3109", "127.0.0.2:3109"] {
+            #expect(Self.refusal { try load(["GOIM_RPCSERVER_ADDR": loopback]) } == nil, "\(loopback)")
+        }
+    }
+
+    @Test func pushAPIBeyondLoopbackNeedsAToken() throws {
+        func load(_ environment: [String: String]) throws {
+            _ = try LogicConfiguration(ConfigReader(toml: "", environment: environment))
+        }
+        let exposed = ["GOIM_HTTPSERVER_ADDR": "0.0.0.0:3111"]
+        let text = try #require(Self.refusal { try load(exposed) })
+        #expect(text.contains("httpServer.pushToken"))
+        #expect(text.contains("allowUnauthenticatedPush"))
+        #expect(Self.refusal { try load(exposed.merging(["GOIM_HTTPSERVER_PUSHTOKEN": "t"]) { $1 }) } == nil)
+        #expect(Self.refusal { try load(exposed.merging(["GOIM_HTTPSERVER_ALLOWUNAUTHENTICATEDPUSH": "true"]) { $1 }) } == nil)
+        #expect(Self.refusal { try load(["GOIM_HTTPSERVER_ADDR": "127.0.0.1:3111"]) } == nil)
+    }
+}
+

@@ -98,7 +98,7 @@ extension GoIMClient {
     }
 }
 
-@Suite("Job with real comets and goim clients", .serialized, .timeLimit(.minutes(3)))
+@Suite("Job with real comets and goim clients", .serialized, .startsServers)
 struct JobEndToEndTests {
     @Test("Key, room and broadcast pushes reach goim TCP and WebSocket clients through real comets")
     func endToEnd() async throws {

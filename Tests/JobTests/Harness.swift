@@ -36,7 +36,7 @@ final class JobHarness: Sendable {
         self.nats = nats
         self.redisServer = redisServer
         self.configuration = configuration
-        redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redisServer.port))
+        redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redisServer.port, connectTimeout: .seconds(5)))
         registry = CometRegistry(redis: redis, configuration: configuration.registry)
         publisher = try await NATSConnection.connect(NATSConfiguration(urls: ["nats://127.0.0.1:\(nats.port)"]))
         jetStream = try publisher.jetStream()
@@ -67,8 +67,8 @@ final class JobHarness: Sendable {
     func stop() async {
         for comet in comets.withLock({ $0 }) { await comet.stop() }
         await publisher.close()
-        nats.stop()
-        redisServer.stop()
+        await nats.stop()
+        await redisServer.stop()
     }
 
     /// Starts a fake comet and registers it.

@@ -11,7 +11,7 @@ import Testing
 
 /// Job against a real nats-server (JetStream), a real redis-server (the cluster registry) and real
 /// gRPC `goim.comet.Comet` servers that record what they receive.
-@Suite("Job with NATS, Redis and gRPC comets", .serialized, .timeLimit(.minutes(3)))
+@Suite("Job with NATS, Redis and gRPC comets", .serialized, .startsServers)
 struct JobIntegrationTests {
     @Test("PUSH reaches the named comet; ROOM and BROADCAST reach every comet")
     func pushTypes() async throws {

@@ -6,7 +6,7 @@ import TestSupport
 @testable import Job
 
 /// The `job` executable as a separate process.
-@Suite("job process", .serialized, .timeLimit(.minutes(3)))
+@Suite("job process", .serialized, .startsServers)
 struct JobProcessTests {
     /// A config file for the `job` process on the harness's servers.
     func writeConfig(_ harness: JobHarness) throws -> String {
@@ -48,7 +48,7 @@ struct JobProcessTests {
         // The job listens on no port: the NATS port is given so that start() returns once launched.
         let job = try TestServers.executable("job", arguments: ["--config", config], port: harness.nats.port)
         try await job.start()
-        defer { job.stop() }
+        defer { job.stopInBackground() }
 
         var sent: [String] = []
         for index in 0..<100 {
@@ -57,7 +57,7 @@ struct JobProcessTests {
             try await harness.publishRoom("live://\(index % 4)", body)
         }
         #expect(await comet.recorder.wait { Set($0.allMessages).count >= 20 }, "job output:\n\(job.output)")
-        job.kill9()
+        await job.kill9()
         for index in 100..<200 {
             let body = "m\(index)"
             sent.append(body)
@@ -67,7 +67,7 @@ struct JobProcessTests {
         #expect(
             await comet.recorder.wait(timeout: .seconds(20)) { Set($0.allMessages).isSuperset(of: sent) },
             "missing: \(Set(sent).subtracting(comet.recorder.allMessages).count); job output:\n\(job.output)")
-        job.stop()  // SIGTERM: graceful
+        await job.stop()  // SIGTERM: graceful
         #expect(job.output.contains("job stopped"), "no graceful exit on SIGTERM:\n\(job.output)")
         #expect(!job.output.contains("Fatal error"))
     }

@@ -7,7 +7,7 @@ import Testing
 @testable import Logic
 
 /// `swiftgoim.logic.LogicBatch`: many Connects / Disconnects in one call, each answered as its single call would be.
-@Suite("gRPC swiftgoim.logic.LogicBatch")
+@Suite("gRPC swiftgoim.logic.LogicBatch", .startsServers)
 struct BatchRPCTests {
     @Test("ConnectBatch answers each request in order, refuses only the bad ones and stores every accepted session")
     func connectBatch() async throws {
@@ -92,7 +92,7 @@ struct BatchRPCTests {
     @Test("Redis down: every item of a ConnectBatch is still accepted (as goim's Connect), DisconnectBatch items say unavailable")
     func redisDown() async throws {
         try await LogicHarness.run { h in
-            h.redisServer.stop()
+            await h.redisServer.stop()
             var connects = Swiftgoim_Logic_ConnectBatchReq()
             connects.requests = [
                 RPCTests.connectRequest(server: h.comet("a"), #"{"mid":1,"key":"k1"}"#),

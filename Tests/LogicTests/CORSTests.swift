@@ -6,7 +6,7 @@ import Testing
 @testable import Logic
 
 /// `httpServer.corsOrigins`: pages of listed origins may call the HTTP API from a browser (the demo's send box).
-@Suite("HTTP API CORS")
+@Suite("HTTP API CORS", .startsServers)
 struct CORSTests {
     static let page = "http://127.0.0.1:1999"
 

@@ -5,7 +5,7 @@ import Testing
 @testable import Logic
 
 /// `/goim/online/*`, `/goim/nodes/*` and `/health` against real Redis and NATS.
-@Suite("HTTP online and nodes API")
+@Suite("HTTP online and nodes API", .startsServers)
 struct HTTPOnlineNodesTests {
     @Test("online/top matches <type>:// exactly, sorts by count and cuts to limit; bad limits are -400 (bug 26)")
     func onlineTop() async throws {
@@ -128,7 +128,7 @@ struct HTTPOnlineNodesTests {
             var reply = try await h.get("/health")
             #expect(reply.status == 200)
             #expect(reply.body == #"{"status":"ok","redis":"ok","nats":"ok"}"#)
-            h.redisServer.stop()
+            await h.redisServer.stop()
             reply = try await h.get("/health")
             #expect(reply.status == 503)
             #expect(reply.body.hasPrefix(#"{"status":"unavailable","redis":"redis unavailable: "#), "\(reply.body)")

@@ -7,7 +7,7 @@ import Testing
 @testable import Logic
 
 /// `/goim/push/*` against real Redis and NATS: the exact JSON replies and the exact `PushMsg`s on NATS.
-@Suite("HTTP push API")
+@Suite("HTTP push API", .startsServers)
 struct HTTPPushTests {
     static let ok = #"{"code":0,"message":""}"#
 

@@ -9,6 +9,7 @@ import Logging
 import NATS
 import NIOCore
 import Redis
+import RPCAuth
 import Registry
 import ServiceLifecycle
 import Synchronization
@@ -76,8 +77,8 @@ final class LogicHarness: Sendable {
         let redisServer = try await TestServers.redis()
         let natsServer = try await TestServers.nats(jetStream: true)
         defer {
-            redisServer.stop()
-            natsServer.stop()
+            redisServer.stopInBackground()
+            natsServer.stopInBackground()
         }
         var configuration = baseConfiguration(id: id, redisPort: redisServer.port, natsPort: natsServer.port)
         configure(&configuration)
@@ -85,7 +86,7 @@ final class LogicHarness: Sendable {
         logger.logLevel = ProcessInfo.processInfo.environment["LOGIC_TEST_LOG"] != nil ? .debug : .critical
         let server = try await LogicServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(configuration: ServiceProcess.configuration(server.services, logger: logger, maximumShutdown: .seconds(15)))
-        let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redisServer.port))
+        let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redisServer.port, connectTimeout: .seconds(5)))
         let nats = try await NATSConnection.connect(NATSConfiguration(urls: ["nats://127.0.0.1:\(natsServer.port)"]))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
@@ -140,14 +141,15 @@ final class LogicHarness: Sendable {
     // MARK: - gRPC
 
     func withLogicClient<T: Sendable>(
-        compression: CompressionAlgorithm? = nil, port: Int? = nil,
+        compression: CompressionAlgorithm? = nil, port: Int? = nil, secret: String = "",
         _ body: (Goim_Logic_Logic.Client<HTTP2ClientTransport.Posix>) async throws -> T
     ) async throws -> T {
         var config = HTTP2ClientTransport.Posix.Config.defaults
         if compression != nil { config.compression = .init(algorithm: .gzip, enabledAlgorithms: .gzip) }
         let transport = try HTTP2ClientTransport.Posix(
             target: ResolvableTargets.IPv4(addresses: [.init(host: "127.0.0.1", port: port ?? rpcPort)]), transportSecurity: .plaintext, config: config)
-        return try await withGRPCClient(transport: transport) { client in
+        return try await withGRPCClient(transport: transport, interceptors: [SharedSecretClientInterceptor(secret: secret)]) {
+            client in
             try await body(Goim_Logic_Logic.Client(wrapping: client))
         }
     }

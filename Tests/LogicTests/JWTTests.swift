@@ -9,7 +9,7 @@ import Testing
 
 /// `auth.mode = "jwt"`: HS256 and RS256 accepted; expired, badly signed or wrongly signed tokens refused
 /// with a clear reason.
-@Suite("JWT authentication")
+@Suite("JWT authentication", .startsServers)
 struct JWTTests {
     struct Payload: JWTPayload {
         var sub: SubjectClaim?

@@ -5,7 +5,7 @@ import TestSupport
 import Testing
 
 /// The `logic` executable: configuration errors, start-up with the shipped file's shape, graceful stop.
-@Suite("logic executable")
+@Suite("logic executable", .startsServers)
 struct LogicMainTests {
     static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
         let process = Process()
@@ -44,8 +44,8 @@ struct LogicMainTests {
         let redis = try await TestServers.redis()
         let nats = try await TestServers.nats(jetStream: true)
         defer {
-            redis.stop()
-            nats.stop()
+            redis.stopInBackground()
+            nats.stopInBackground()
         }
         let (httpPort, rpcPort) = (TestServers.freePort(), TestServers.freePort())
         let shipped = try String(contentsOfFile: Self.repositoryFile("configs/logic.toml"), encoding: .utf8)
@@ -61,7 +61,7 @@ struct LogicMainTests {
                 "GOIM_NATS_STREAM": "MAINTEST",
             ])
         try await logic.start()
-        defer { logic.stop() }
+        defer { logic.stopInBackground() }
         try await TestClient.withClient(host: "127.0.0.1", port: httpPort) { client in
             var response = try await client.post("/goim/push/all?operation=1000", body: ByteBuffer(string: "hello"))
             for _ in 0..<100 where response.body.map({ String(buffer: $0) }) != #"{"code":0,"message":""}"# {
@@ -71,7 +71,7 @@ struct LogicMainTests {
             #expect(response.body.map { String(buffer: $0) } == #"{"code":0,"message":""}"#)
         }
         #expect(ServerProcessProbe.canConnect(rpcPort))
-        logic.stop(signal: SIGTERM)
+        await logic.stop(signal: SIGTERM)
         #expect(logic.output.contains("unknown configuration key ignored"), "\(logic.output)")
         #expect(logic.output.contains("typo"))
         #expect(logic.output.contains("logic stopped"), "\(logic.output)")

@@ -8,7 +8,7 @@ import Testing
 
 @testable import Logic
 
-@Suite("Several logic processes")
+@Suite("Several logic processes", .startsServers)
 struct MultiLogicTests {
     @Test("two logic servers share one Redis and one NATS: a session stored through one is pushed through the other")
     func twoLogics() async throws {

@@ -9,7 +9,7 @@ import Testing
 @testable import Logic
 
 /// Redis or NATS going away: never a silent success, and recovery once they are back.
-@Suite("Outages")
+@Suite("Outages", .startsServers)
 struct OutageTests {
     @Test("Redis stopped mid-test gives -500 with a message, and Logic recovers after the restart")
     func redisOutage() async throws {
@@ -18,7 +18,7 @@ struct OutageTests {
             try await h.server.core.routing.addMapping(mid: 1, key: "r1", server: a)
             #expect(try await h.post("/goim/push/keys?operation=1&keys=r1", "x").body == HTTPPushTests.ok)
 
-            h.redisServer.stop()
+            await h.redisServer.stop()
             for uri in ["/goim/push/keys?operation=1&keys=r1", "/goim/push/mids?operation=1&mids=1"] {
                 let reply = try await h.post(uri, "x")
                 #expect(reply.status == 200)  // goim sends -500 with HTTP 200
@@ -53,7 +53,7 @@ struct OutageTests {
     func natsOutage() async throws {
         try await LogicHarness.run { h in
             #expect(try await h.post("/goim/push/room?operation=1&type=live&room=1", "x").body == HTTPPushTests.ok)
-            h.natsServer.stop()
+            await h.natsServer.stop()
             try await waitUntil("the queue to notice") { !h.server.queue.isConnected }
             let reply = try await h.post("/goim/push/room?operation=1&type=live&room=1", "x")
             #expect(reply.status == 200)

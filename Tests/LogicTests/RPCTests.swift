@@ -12,7 +12,7 @@ import Testing
 @testable import Logic
 
 /// `goim.logic.Logic` over a real gRPC connection, checked against Redis contents.
-@Suite("gRPC goim.logic.Logic")
+@Suite("gRPC goim.logic.Logic", .startsServers)
 struct RPCTests {
     static func connectRequest(server: String, _ json: String) -> Goim_Logic_ConnectReq {
         var request = Goim_Logic_ConnectReq()
@@ -278,6 +278,27 @@ struct RPCTests {
             #expect(reply.backoff.factor == 1.8 && reply.backoff.jitter == 0.3)
             let http = try await h.get("/goim/nodes/weighted?platform=web")
             #expect(http.body == #"{"code":0,"message":"","data":\#(LogicHTTPResponder.json(reply).encoded())}"#)
+        }
+    }
+}
+
+@Suite("gRPC goim.logic.Logic with the internal secret", .startsServers)
+struct RPCAuthTests {
+    @Test("with rpcAuth.secret, calls without it or with another are refused (UNAUTHENTICATED); with it they pass")
+    func secretRequired() async throws {
+        try await LogicHarness.run({ $0.rpcAuth.secret = "logic-s3cret" }) { h in
+            let a = h.comet("a")
+            let request = RPCTests.connectRequest(server: a, #"{"mid":1,"key":"k1"}"#)
+            for secret in ["", "wrong"] {
+                await #expect {
+                    try await h.withLogicClient(secret: secret) { client in _ = try await client.connect(request) }
+                } throws: { error in
+                    (error as? RPCError)?.code == .unauthenticated
+                }
+            }
+            #expect(try await h.command("EXISTS", "key_k1").int == 0)
+            let reply = try await h.withLogicClient(secret: "logic-s3cret") { client in try await client.connect(request) }
+            #expect(reply.key == "k1")
         }
     }
 }

@@ -2,7 +2,7 @@ import NATS
 import TestSupport
 import Testing
 
-@Suite("JetStream against a real nats-server")
+@Suite("JetStream against a real nats-server", .startsServers)
 struct JetStreamTests {
     static let stream = StreamConfiguration(name: "PUSH", subjects: ["goim.push.>"], duplicateWindow: .seconds(60))
 
@@ -193,7 +193,7 @@ struct JetStreamTests {
             let consumer = try await jetStream.pullConsumer(stream: "PUSH", durable: "restart", filterSubject: nil)
             _ = try await jetStream.publish("goim.push.before", payload: [1])
 
-            server.stop()
+            await server.stop()
             #expect(await eventually { !jetStream.connection.isConnected })
             try await server.start()
             #expect(await eventually { jetStream.connection.isConnected })

@@ -3,7 +3,7 @@ import NATS
 import TestSupport
 import Testing
 
-@Suite("NATS core against a real nats-server")
+@Suite("NATS core against a real nats-server", .startsServers)
 struct NATSConnectionTests {
     @Test func publishSubscribeKeepsBinaryPayloadAndHeaders() async throws {
         try await withNATS { _, connection in
@@ -125,7 +125,7 @@ struct NATSConnectionTests {
     @Test func reconnectsAfterServerRestart() async throws {
         try await withNATS { server, connection in
             let subscription = try await connection.subscribe("goim.after")
-            server.stop()
+            await server.stop()
             #expect(await eventually { !connection.isConnected })
             try await server.start()
             #expect(await eventually { connection.isConnected })
@@ -164,7 +164,7 @@ struct NATSConnectionTests {
 }
 
 /// The warnings a connection logs: a disconnection we caused (close, drain) is not one; a lost server is.
-@Suite("NATS connection log")
+@Suite("NATS connection log", .startsServers)
 struct NATSConnectionLogTests {
     /// Records the level and text of every message.
     struct Capture: LogHandler {
@@ -207,7 +207,7 @@ struct NATSConnectionLogTests {
         try await server.withRunning { server in
             let lines = Locked<[(Logger.Level, String)]>([])
             let connection = try await NATSConnection.connect(configuration(server), logger: Self.logger(lines))
-            server.stop()
+            await server.stop()
             #expect(await eventually { Self.warnings(lines).contains("NATS disconnected, reconnecting") })
             await connection.close()
         }

@@ -4,7 +4,7 @@ import Testing
 import TestSupport
 
 /// The client against a real redis-server started per test by `TestServers.redis()`.
-@Suite("Redis client, real redis-server")
+@Suite("Redis client, real redis-server", .startsServers)
 struct RedisClientTests {
     private func withClient(
         password: String? = nil,
@@ -280,7 +280,7 @@ struct RedisClientTests {
     @Test func serverRestartInTheMiddle() async throws {
         try await withClient(configure: slowTimeouts) { client, server in
             try await client.set("before", "1")
-            server.stop()
+            await server.stop()
             for _ in 0..<3 {
                 let start = ContinuousClock.now
                 await #expect {
@@ -304,7 +304,7 @@ struct RedisClientTests {
     @Test func serverKilledThenBack() async throws {
         try await withClient(configure: { $0.poolSize = 2 }) { client, server in
             #expect(try await client.ping() == "PONG")
-            server.kill9()
+            await server.kill9()
             await #expect(throws: RedisError.self) { _ = try await client.ping() }
             try await server.restart()
             #expect(try await client.ping() == "PONG")
@@ -313,7 +313,7 @@ struct RedisClientTests {
 
     @Test func serverDownAtFirstUse() async throws {
         let server = try await TestServers.redis()
-        server.stop()
+        await server.stop()
         var configuration = RedisConfiguration(port: server.port)
         slowTimeouts(&configuration)
         let client = RedisClient(configuration: configuration)
@@ -330,7 +330,7 @@ struct RedisClientTests {
         #expect(ContinuousClock.now - start < .seconds(3))
         try await server.restart()
         #expect(try await client.ping() == "PONG")
-        server.stop()
+        await server.stop()
     }
 
     // MARK: lifecycle

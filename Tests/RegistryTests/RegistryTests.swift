@@ -7,9 +7,9 @@ import ServiceLifecycle
 import TestSupport
 import Testing
 
-@Suite struct RegistryTests {
+@Suite(.startsServers) struct RegistryTests {
     func makeRegistry(_ server: ServerProcess, ttl: Duration = .seconds(30)) -> (CometRegistry, RedisClient) {
-        let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: server.port))
+        let redis = RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: server.port, connectTimeout: .seconds(5)))
         var section = RegistrySection()
         section.prefix = "test:comet:"
         section.ttl = ttl
@@ -19,7 +19,7 @@ import Testing
 
     @Test func registerListAndDeregister() async throws {
         let server = try await TestServers.redis()
-        defer { server.stop() }
+        defer { server.stopInBackground() }
         let (registry, redis) = makeRegistry(server)
         #expect(try await registry.instances().isEmpty)
 
@@ -42,7 +42,7 @@ import Testing
 
     @Test func expiredCometsDisappearAndArePruned() async throws {
         let server = try await TestServers.redis()
-        defer { server.stop() }
+        defer { server.stopInBackground() }
         let (registry, redis) = makeRegistry(server, ttl: .seconds(2))
         try await registry.register(CometInstance(hostname: "short-lived", rpcAddress: "127.0.0.1:1"))
         let ttl = try await redis.send(RedisCommand("PTTL", [.string("test:comet:short-lived")]))
@@ -59,7 +59,7 @@ import Testing
 
     @Test func registrationServiceRefreshesAndDeregistersOnShutdown() async throws {
         let server = try await TestServers.redis()
-        defer { server.stop() }
+        defer { server.stopInBackground() }
         let (registry, _) = makeRegistry(server)
         let service = RegistrationService(registry: registry, refresh: .milliseconds(100), logger: Logger(label: "test")) {
             CometInstance(hostname: "comet-svc", rpcAddress: "127.0.0.1:3109", connCount: 1)
@@ -82,7 +82,7 @@ import Testing
     @Test func redisDownIsAnError() async throws {
         let server = try await TestServers.redis()
         let (registry, _) = makeRegistry(server)
-        server.stop()
+        await server.stop()
         await #expect(throws: (any Error).self) {
             try await registry.register(CometInstance(hostname: "x", rpcAddress: "127.0.0.1:1"))
         }

@@ -17,7 +17,8 @@ extension StackTests {
 
     @Test(
         "The browser demo shows room pushes and the online count, and its send box pushes through logic (CORS)",
-        .enabled(if: chromium != nil, "chromium is not installed (apt-get install chromium; scripts/install-deps does)"))
+        .enabled(if: chromium != nil, "chromium is not installed (apt-get install chromium; scripts/install-deps does)"),
+        .startsServers)
     func browserDemo() async throws {
         let chromium = try #require(Self.chromium)
         let python = try TestServers.locate("python3")
@@ -32,7 +33,7 @@ extension StackTests {
                 arguments: ["-m", "http.server", "\(webPort)", "--bind", "127.0.0.1", "--directory", Self.repositoryPath("examples/web")],
                 port: webPort)
             try await web.start()
-            defer { web.stop() }
+            defer { web.stopInBackground() }
 
             let comet = stack.comets[0]
             let pageURL =
@@ -51,7 +52,7 @@ extension StackTests {
                 port: debugPort)
             try await browser.start(timeout: .seconds(60))
             defer {
-                browser.stop()
+                browser.stopInBackground()
                 try? FileManager.default.removeItem(at: profile)
             }
 

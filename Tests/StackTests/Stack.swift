@@ -61,17 +61,17 @@ final class Stack: Sendable {
         do {
             stack = try await start(options) { started.append($0) }
         } catch {
-            for process in started.reversed() { process.stop() }
+            for process in started.reversed() { await process.stop() }
             throw error
         }
         do {
             try await body(stack)
         } catch {
             let outputs = stack.outputs
-            stack.stopAll()
+            await stack.stopAll()
             throw StackTestError("\(error)\n\(outputs)")
         }
-        stack.stopAll()
+        await stack.stopAll()
     }
 
     private static func start(_ options: Options, track: (ServerProcess) -> Void) async throws -> Stack {
@@ -84,6 +84,8 @@ final class Stack: Sendable {
             "GOIM_REGISTRY_TTL": registryTTL,
             "GOIM_REGISTRY_REFRESH": registryRefresh,
             "GOIM_LOG_LEVEL": "info",
+            // Every stack runs with the internal secret: job → comet and comet → logic calls carry it.
+            "GOIM_RPCAUTH_SECRET": "stack-\(UUID().uuidString)",
         ]
         let natsShared = [
             "GOIM_NATS_URLS": "nats://127.0.0.1:\(nats.port)",
@@ -167,8 +169,8 @@ final class Stack: Sendable {
         }
     }
 
-    func stopAll() {
-        for process in processes { process.stop() }
+    func stopAll() async {
+        for process in processes { await process.stop() }
     }
 
     // MARK: - Watching processes

@@ -8,7 +8,7 @@ import Testing
 /// nats-server, goim clients over TCP and WebSocket, and pushes through logic's HTTP API. Serialized: each test runs
 /// a cluster of up to eight processes, and two clusters at once would only compete for the CPU.
 // A time limit: a test that hangs (a process that never answers) fails instead of stalling CI.
-@Suite("stack: comet, logic and job processes", .serialized, .timeLimit(.minutes(3)))
+@Suite("stack: comet, logic and job processes", .serialized, .startsServers)
 struct StackTests {
     @Test("TCP and WebSocket clients authenticate, heartbeat, and receive pushes from every push route")
     func pushRoutes() async throws {
@@ -152,7 +152,7 @@ struct StackTests {
             try await onA.receive("before")
             try await onB.receive("before")
 
-            b.process.kill9()
+            await b.process.kill9()
             try await onB.client.waitUntilClosed()
 
             // While B's registry record is still alive (job retries it) and after: A's users are served at once.
@@ -228,7 +228,7 @@ struct StackTests {
             defer { pusher.cancel() }
 
             try await eventually("30 pushes acknowledged (\(acknowledged.lastFailure))") { acknowledged.count >= 30 }
-            job.kill9()
+            await job.kill9()
             let atKill = acknowledged.count
             try await eventually("60 more pushes acknowledged while job is dead (\(acknowledged.lastFailure))") {
                 acknowledged.count >= atKill + 60

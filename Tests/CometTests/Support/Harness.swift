@@ -8,6 +8,7 @@ import GoIMRPC
 import Logging
 import NIOCore
 import NIOPosix
+import RPCAuth
 import ServiceLifecycle
 import ServiceRuntime
 import TestLogic
@@ -106,6 +107,8 @@ func withComet(
         return options
     }(),
     configure: (inout CometConfiguration) -> Void = { _ in },
+    logicInterceptors: [any ServerInterceptor] = [],
+    rpcSecret: String = "",
     afterShutdown: @Sendable (TestLogic) async throws -> Void = { _ in },
     _ body: @Sendable (Harness) async throws -> Void
 ) async throws {
@@ -113,7 +116,7 @@ func withComet(
         transport: .http2NIOPosix(
             address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext,
             config: .defaults { $0.compression.enabledAlgorithms = .all }),
-        services: [logic])
+        services: [logic], interceptors: logicInterceptors)
     let logicTask = Task { try await logicServer.serve() }
     defer { logicTask.cancel() }
     guard let logicPort = try await logicServer.listeningAddress?.ipv4?.port else {
@@ -148,7 +151,8 @@ func withComet(
     }
     let rpcClient = GRPCClient(
         transport: try .http2NIOPosix(
-            target: .ipv4(address: "127.0.0.1", port: addresses.rpc), transportSecurity: .plaintext))
+            target: .ipv4(address: "127.0.0.1", port: addresses.rpc), transportSecurity: .plaintext),
+        interceptors: [SharedSecretClientInterceptor(secret: rpcSecret)])
     let rpcTask = Task { try await rpcClient.runConnections() }
     let harness = Harness(comet: comet, logic: logic, addresses: addresses, rpc: Goim_Comet_Comet.Client(wrapping: rpcClient))
 
