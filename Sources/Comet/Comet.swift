@@ -12,6 +12,8 @@ import Synchronization
 final class Counters: Sendable {
     let accepted = ManagedAtomic<Int>(0)
     let refusedPerIP = ManagedAtomic<Int>(0)
+    let refusedConnectRate = ManagedAtomic<Int>(0)
+    let refusedCap = ManagedAtomic<Int>(0)
     let authenticated = ManagedAtomic<Int>(0)
     let authFailures = ManagedAtomic<Int>(0)
     let handshakeTimeouts = ManagedAtomic<Int>(0)
@@ -44,6 +46,10 @@ public struct CometStatistics: Sendable, Equatable {
     public var rooms: Int
     public var accepted: Int
     public var refusedPerIPLimit: Int
+    /// Connections refused because their IP connected faster than `limits.connectRatePerIP`.
+    public var refusedConnectRate: Int = 0
+    /// Connections refused because the comet held `limits.maxConnections` (or its descriptor-derived cap).
+    public var refusedConnectionCap: Int = 0
     public var authenticated: Int
     public var authFailures: Int
     public var handshakeTimeouts: Int
@@ -85,13 +91,16 @@ final class Comet: Sendable {
     private let loopIndex: [ObjectIdentifier: Int]
     let buckets: Buckets
     let rooms = RoomDirectory()
-    let ips = IPTable()
+    let admission: ConnectionAdmission
+    var ips: IPTable { admission.ips }
     let logic: any LogicAPI
     let logicCalls: LogicCalls
     let whitelist: Whitelist
     let counters = Counters()
     let limits: PacketLimits
     let maxWatchOps: Int
+    /// One log line per second per kind of refused connection.
+    private let refusalLog = KeyedRateLimiter(rate: 1, burst: 1, maxKeys: 8)
     let closeSlowConsumers: Bool
     let handshakeTimeout: TimeAmount
     let sweepInterval: TimeAmount
@@ -109,6 +118,7 @@ final class Comet: Sendable {
         self.group = group
         self.logic = logic
         self.buckets = Buckets(size: configuration.bucket.size)
+        self.admission = ConnectionAdmission(limits: configuration.limits)
         self.logicCalls = LogicCalls(limit: disconnectConcurrency)
         self.whitelist = try Whitelist(
             mids: configuration.whitelist.whitelist, path: configuration.whitelist.whiteLog, logger: logger)
@@ -159,12 +169,8 @@ final class Comet: Sendable {
     func accept(_ channel: any Channel, transport: TransportKind, loop state: LoopState) -> ConnectionHandler? {
         counters.increment(\.accepted)
         let ip = channel.remoteAddress?.ipAddress ?? "unknown"
-        let limit = configuration.limits.maxConnectionsPerIP
-        guard ips.acquire(ip, limit: limit) else {
-            counters.increment(\.refusedPerIP)
-            logger.notice(
-                "refused connection: per-IP connection limit reached",
-                metadata: ["goim.ip": "\(ip)", "goim.limit": "\(limit)", "goim.transport": "\(transport)"])
+        if let refusal = admission.admit(ip: ip) {
+            refused(refusal, ip: ip, transport: transport)
             return nil
         }
         let handler = ConnectionHandler(
@@ -173,6 +179,25 @@ final class Comet: Sendable {
         state.add(handler)
         channel.closeFuture.assumeIsolated().whenComplete { _ in handler.closed() }
         return handler
+    }
+
+    /// Counts and logs a refused connection; logs at most once a second per kind, a flood must not flood the log.
+    private func refused(_ refusal: ConnectionAdmission.Refusal, ip: String, transport: TransportKind) {
+        let (counter, message, limit): (KeyPath<Counters, ManagedAtomic<Int>>, String, String) =
+            switch refusal {
+            case .cap:
+                (\.refusedCap, "refused connection: the comet holds its maximum of connections", "\(admission.cap)")
+            case .perIP:
+                (\.refusedPerIP, "refused connection: per-IP connection limit reached", "\(configuration.limits.maxConnectionsPerIP)")
+            case .rate:
+                (\.refusedConnectRate, "refused connection: per-IP connect rate exceeded", "\(configuration.limits.connectRatePerIP)/s")
+            }
+        let count = counters[keyPath: counter].wrappingIncrementThenLoad(ordering: .relaxed)
+        if refusalLog.take(message) == nil {
+            logger.notice(
+                "\(message)",
+                metadata: ["goim.ip": "\(ip)", "goim.limit": "\(limit)", "goim.transport": "\(transport)", "goim.refused": "\(count)"])
+        }
     }
 
     // MARK: timers
@@ -391,6 +416,7 @@ final class Comet: Sendable {
             connections: buckets.count, distinctIPs: ips.distinctCount, openConnections: open,
             rooms: rooms.counts().count,
             accepted: c.accepted.load(ordering: .relaxed), refusedPerIPLimit: c.refusedPerIP.load(ordering: .relaxed),
+            refusedConnectRate: c.refusedConnectRate.load(ordering: .relaxed), refusedConnectionCap: c.refusedCap.load(ordering: .relaxed),
             authenticated: c.authenticated.load(ordering: .relaxed), authFailures: c.authFailures.load(ordering: .relaxed),
             handshakeTimeouts: c.handshakeTimeouts.load(ordering: .relaxed),
             heartbeatTimeouts: c.heartbeatTimeouts.load(ordering: .relaxed),

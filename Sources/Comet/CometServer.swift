@@ -77,6 +77,16 @@ public final class CometServer: Sendable {
                     certificateFiles: configuration.websocket.certFile, keyFiles: configuration.websocket.privateFile)
                 : nil
             self.comet = comet
+            let limits = configuration.limits
+            logger.info(
+                "connection limits",
+                metadata: [
+                    "goim.maxConnections": "\(comet.admission.cap)",
+                    "goim.descriptorLimit": "\(ConnectionAdmission.descriptorLimit())",
+                    "goim.reservedDescriptors": "\(limits.maxConnections > 0 ? "n/a" : "\(limits.reservedDescriptors)")",
+                    "goim.maxConnectionsPerIP": "\(limits.maxConnectionsPerIP)",
+                    "goim.connectRatePerIP": "\(limits.connectRatePerIP)",
+                ])
             let rpcSection = configuration.rpcServer
             var rpcOptions = GRPCServerService.Options()
             rpcOptions.maxReceiveMessageSize = rpcSection.maxReceiveMessageSize

@@ -609,7 +609,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let wasOpen = state == .open
         state = .closed
         loop.remove(self)
-        comet.ips.release(ip)
+        comet.admission.release(ip: ip)
         leaveRoom()
         var holder = false
         if inBucket {

@@ -33,9 +33,10 @@ public struct CometConfiguration: Sendable, Equatable {
         public var slowConsumerPolicy: String = "close"
         /// Write pushes to plain TCP/WebSocket sockets directly when NIO has nothing queued for them (faster fan-out).
         public var directWrite = true
-        /// Logic's `Heartbeat` is called at most once per random interval in this range (goim: 10–30 min).
+        /// Logic's `Heartbeat` is called at most once per random interval in this range (goim: 10–30 min, which let a
+        /// session expire before its refresh with goim's 30 min `redis.expire`). Must stay below `redis.expire`.
         public var sessionRefreshMin: Duration = .seconds(600)
-        public var sessionRefreshMax: Duration = .seconds(1800)
+        public var sessionRefreshMax: Duration = .seconds(1200)
     }
 
     public struct RPCServer: Sendable, Equatable {
@@ -70,7 +71,16 @@ public struct CometConfiguration: Sendable, Equatable {
 
     public struct Limits: Sendable, Equatable {
         /// Connections allowed from one remote IP; 0 = unlimited (goim has no limit).
-        public var maxConnectionsPerIP: Int = 0
+        public var maxConnectionsPerIP: Int = 4096
+        /// New connections per second from one remote IP (a token bucket of `connectBurstPerIP`); 0 = unlimited.
+        public var connectRatePerIP: Double = 100
+        public var connectBurstPerIP: Int = 200
+        /// The per-IP limits do not apply to loopback peers (a TLS proxy or load generator on the same machine).
+        public var exemptLoopback: Bool = true
+        /// Open client connections at most; 0 = the process's file-descriptor limit minus `reservedDescriptors`.
+        public var maxConnections: Int = 0
+        /// Descriptors kept for everything else (Redis, gRPC, logs, files) when `maxConnections` is derived.
+        public var reservedDescriptors: Int = 256
     }
 
     public var env = EnvironmentSection()
@@ -159,8 +169,23 @@ public struct CometConfiguration: Sendable, Equatable {
         whitelist.whitelist = wl.ints("whitelist", default: []).map(Int64.init)
         whitelist.whiteLog = wl.string("whiteLog", default: "")
 
-        limits.maxConnectionsPerIP = reader.section("limits").int("maxConnectionsPerIP", default: 0, in: 0...10_000_000)
+        let l = reader.section("limits")
+        limits.maxConnectionsPerIP = l.int("maxConnectionsPerIP", default: d.limits.maxConnectionsPerIP, in: 0...10_000_000)
+        limits.connectRatePerIP = l.double("connectRatePerIP", default: d.limits.connectRatePerIP)
+        if limits.connectRatePerIP < 0 || !limits.connectRatePerIP.isFinite {
+            l.invalid("connectRatePerIP", "\(limits.connectRatePerIP)", "connections per second: 0 (no limit) or more")
+        }
+        limits.connectBurstPerIP = l.int("connectBurstPerIP", default: d.limits.connectBurstPerIP, in: 1...10_000_000)
+        limits.exemptLoopback = l.bool("exemptLoopback", default: d.limits.exemptLoopback)
+        limits.maxConnections = l.int("maxConnections", default: d.limits.maxConnections, in: 0...100_000_000)
+        limits.reservedDescriptors = l.int("reservedDescriptors", default: d.limits.reservedDescriptors, in: 16...1_000_000)
         redis = RedisSection(reader.section("redis"))
+        if proto.sessionRefreshMax >= redis.expire {
+            p.invalid(
+                "sessionRefreshMax", GoDuration.format(proto.sessionRefreshMax),
+                "must be shorter than redis.expire (\(GoDuration.format(redis.expire))), the TTL of a session's routing: "
+                    + "refreshed later, a session vanishes from Redis in between and its pushes are lost")
+        }
         registry = RegistrySection(reader.section("registry"))
         let ra = reader.section("rpcAuth")
         rpcAuth = RPCAuthSection(ra)

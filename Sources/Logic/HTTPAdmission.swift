@@ -35,24 +35,21 @@ public final class HTTPAdmission: Sendable {
         }
     }
 
-    struct Bucket {
-        var tokens: Double
-        var updated: ContinuousClock.Instant
-    }
-
     let limits: Limits
-    private let buckets = Mutex<[String: Bucket]>([:])
+    private let perIP: KeyedRateLimiter?
     private let inFlight = Atomic<Int>(0)
-    private let clock = ContinuousClock()
 
     public init(limits: Limits) {
         self.limits = limits
+        perIP =
+            limits.ratePerIP > 0
+            ? KeyedRateLimiter(rate: limits.ratePerIP, burst: max(1, limits.burstPerIP), maxKeys: limits.maxTrackedIPs) : nil
     }
 
     /// Takes a token for `address` and a slot; on success the caller must `finish()` when the request is done.
     public func admit(_ address: SocketAddress?, now: ContinuousClock.Instant? = nil) -> Refusal? {
-        if limits.ratePerIP > 0, let ip = address?.ipAddress, !IPAddressLiteral.isLoopback(ip) {
-            if let retry = takeToken(ip, now: now ?? clock.now) { return .rate(retryAfterSeconds: retry) }
+        if let perIP, let ip = address?.ipAddress, !IPAddressLiteral.isLoopback(ip) {
+            if let retry = perIP.take(ip, now: now ?? .now) { return .rate(retryAfterSeconds: retry) }
         }
         guard limits.maxConcurrentRequests > 0 else { return nil }
         let (_, current) = inFlight.add(1, ordering: .relaxed)
@@ -67,39 +64,6 @@ public final class HTTPAdmission: Sendable {
         if limits.maxConcurrentRequests > 0 { inFlight.subtract(1, ordering: .relaxed) }
     }
 
-    /// nil when a token was taken, else the whole seconds until one is there.
-    private func takeToken(_ ip: String, now: ContinuousClock.Instant) -> Int? {
-        let rate = limits.ratePerIP
-        let burst = Double(max(1, limits.burstPerIP))
-        return buckets.withLock { buckets in
-            var bucket = buckets[ip] ?? Bucket(tokens: burst, updated: now)
-            let elapsed = now - bucket.updated
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            bucket.tokens = min(burst, bucket.tokens + max(0, seconds) * rate)
-            bucket.updated = now
-            guard bucket.tokens >= 1 else {
-                buckets[ip] = bucket
-                return max(1, Int(((1 - bucket.tokens) / rate).rounded(.up)))
-            }
-            bucket.tokens -= 1
-            if buckets[ip] == nil, buckets.count >= limits.maxTrackedIPs {
-                Self.forgetIdle(&buckets, now: now, rate: rate, burst: burst, keep: limits.maxTrackedIPs)
-            }
-            buckets[ip] = bucket
-            return nil
-        }
-    }
-
-    /// Drops the buckets that have refilled (their IPs would start full anyway); if none has, the table is cleared:
-    /// a flood of distinct addresses must not grow memory without bound.
-    private static func forgetIdle(
-        _ buckets: inout [String: Bucket], now: ContinuousClock.Instant, rate: Double, burst: Double, keep: Int
-    ) {
-        let full = Duration.seconds(burst / rate)
-        buckets = buckets.filter { now - $0.value.updated < full }
-        if buckets.count >= keep { buckets.removeAll() }
-    }
-
     /// Buckets currently kept (tests).
-    var trackedIPs: Int { buckets.withLock { $0.count } }
+    var trackedIPs: Int { perIP?.trackedKeys ?? 0 }
 }

@@ -176,7 +176,10 @@ extension CometSuite {
 
         @Test("per-IP limit: connections beyond it are closed at accept")
         func perIPLimit() async throws {
-            try await withComet(configure: { $0.limits.maxConnectionsPerIP = 2 }) { comet in
+            try await withComet(configure: {
+                $0.limits.maxConnectionsPerIP = 2
+                $0.limits.exemptLoopback = false
+            }) { comet in
                 let a = try await comet.client(auth: auth(key: "ip-1"))
                 let b = try await comet.client(.webSocket(), auth: auth(key: "ip-2"))
                 let refused = try await RawClient.connect(port: comet.tcpPort)
@@ -193,6 +196,64 @@ extension CometSuite {
                 #expect(try await c.heartbeat() == 0)
                 await b.close()
                 await c.close()
+            }
+        }
+
+        @Test("per-IP connect rate: connections beyond the burst are closed at accept until tokens come back")
+        func connectRate() async throws {
+            try await withComet(configure: {
+                $0.limits.connectRatePerIP = 2
+                $0.limits.connectBurstPerIP = 2
+                $0.limits.exemptLoopback = false
+            }) { comet in
+                let a = try await comet.client(auth: auth(key: "rate-1"))
+                let b = try await comet.client(auth: auth(key: "rate-2"))
+                let refused = try await RawClient.connect(port: comet.tcpPort)
+                try await refused.waitUntilClosed()
+                #expect(await comet.statistics().refusedConnectRate == 1)
+                // Half a second brings a token back (2 per second).
+                try await Task.sleep(for: .milliseconds(600))
+                let c = try await comet.client(auth: auth(key: "rate-3"))
+                #expect(try await c.heartbeat() == 0)
+                for client in [a, b, c] { await client.close() }
+            }
+        }
+
+        @Test("loopback peers are exempt from the per-IP limits by default")
+        func loopbackExempt() async throws {
+            try await withComet(configure: {
+                $0.limits.maxConnectionsPerIP = 1
+                $0.limits.connectRatePerIP = 1
+                $0.limits.connectBurstPerIP = 1
+            }) { comet in
+                var clients: [GoIMClient] = []
+                for index in 0..<5 { clients.append(try await comet.client(auth: auth(key: "lo-\(index)"))) }
+                let stats = await comet.statistics()
+                #expect(stats.refusedPerIPLimit == 0 && stats.refusedConnectRate == 0)
+                for client in clients { await client.close() }
+            }
+        }
+
+        @Test("connection cap: beyond limits.maxConnections new sockets are closed at once and counted; the others are served")
+        func connectionCap() async throws {
+            try await withComet(configure: { $0.limits.maxConnections = 3 }) { comet in
+                var clients: [GoIMClient] = []
+                for index in 0..<3 { clients.append(try await comet.client(auth: auth(key: "cap-\(index)", room: "live://cap"))) }
+                for _ in 0..<5 {
+                    let refused = try await RawClient.connect(port: comet.tcpPort)
+                    try await refused.waitUntilClosed(timeout: .seconds(1))
+                }
+                #expect(await comet.statistics().refusedConnectionCap == 5)
+                try await comet.broadcastRoom("live://cap", body: "still served")
+                for client in clients {
+                    #expect(String(buffer: try await client.receive(1)[0].packet.body) == "still served")
+                }
+                // A slot freed is a slot available.
+                await clients.removeFirst().close()
+                try await comet.waitForStatistics { $0.openConnections == 2 }
+                let again = try await comet.client(auth: auth(key: "cap-again"))
+                #expect(try await again.heartbeat() == 0)
+                for client in clients + [again] { await client.close() }
             }
         }
 

@@ -57,6 +57,14 @@ extension CometSuite {
                 let body = WatchOps.body(ops)
                 #expect(body.readableBytes >= 4000 && body.readableBytes <= 4096)
 
+                // The neighbour's round trips before the flood: the machine's own noise, the yardstick below.
+                var quiet = Duration.zero
+                for _ in 0..<20 {
+                    let started = ContinuousClock.now
+                    _ = try await neighbour.heartbeat()
+                    quiet = max(quiet, ContinuousClock.now - started)
+                }
+
                 let finished = Atomic<Bool>(false)
                 let flood = Task {
                     defer { finished.store(true, ordering: .relaxed) }
@@ -78,9 +86,11 @@ extension CometSuite {
                 try await comet.broadcastRoom("live://watch", body: "still here")
                 let pushed = try await neighbour.receive(1)
                 #expect(String(buffer: pushed[0].packet.body) == "still here")
-                // A liveness bound, not a performance figure: parsing a 4 kB Sub body costs microseconds, so the
-                // neighbour's heartbeats are never stuck behind the flood (goim scanned its list for each item).
-                #expect(slowest < .seconds(1), "slowest heartbeat round trip during the flood: \(slowest)")
+                // A liveness bound, not a performance figure (docs/security.md): handling a 4 kB Sub costs microseconds,
+                // so the neighbour is never stuck behind the flood, whatever else loads this machine.
+                #expect(
+                    slowest < max(.seconds(2), quiet * 10),
+                    "slowest heartbeat round trip: \(slowest) during the flood, \(quiet) before it")
                 #expect(try await comet.statistics().watchLimitCloses == 0)
                 #expect(flooder.isActive)
             }

@@ -49,6 +49,19 @@ import Testing
         #expect(unknown.isEmpty)
     }
 
+    @Test func sessionRefreshMustStayBelowTheRoutingTTL() throws {
+        let (config, _) = try CometConfiguration.load(path: nil, environment: [:])
+        #expect(config.proto.sessionRefreshMax < config.redis.expire)
+        #expect {
+            _ = try CometConfiguration(ConfigReader(toml: "[protocol]\nsessionRefreshMax = \"30m\"\n[redis]\nexpire = \"30m\"\n"))
+        } throws: { error in
+            (error as? ConfigError)?.description.contains("protocol.sessionRefreshMax") == true
+        }
+        #expect(throws: Never.self) {
+            _ = try CometConfiguration(ConfigReader(toml: "[protocol]\nsessionRefreshMax = \"30m\"\n[redis]\nexpire = \"1h\"\n"))
+        }
+    }
+
     @Test func rpcClientBatchSize() throws {
         let (config, _) = try CometConfiguration.load(path: nil, environment: ["GOIM_RPCCLIENT_BATCHSIZE": "1"])
         #expect(config.rpcClient.batchSize == 1)
