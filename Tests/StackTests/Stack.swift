@@ -31,6 +31,10 @@ final class Stack: Sendable {
         var jobs = 1
         /// Extra environment for every logic (e.g. `GOIM_HTTPSERVER_CORSORIGINS`).
         var logicEnvironment: [String: String] = [:]
+        /// Extra environment for every comet.
+        var cometEnvironment: [String: String] = [:]
+        /// A program (and its arguments) that runs each comet, e.g. `["/usr/bin/prlimit", "--nofile=300:300"]`.
+        var cometLauncher: [String] = []
     }
 
     let redis: ServerProcess
@@ -125,7 +129,14 @@ final class Stack: Sendable {
                 "GOIM_RPCCLIENT_ADDRS": "127.0.0.1:\(logics[index % logics.count].rpcPort)",
                 "GOIM_ONLINE_INTERVAL": "250ms",
             ]) { $1 }
-            let process = try TestServers.executable("comet", arguments: [], port: tcp, environment: environment)
+            environment.merge(options.cometEnvironment) { $1 }
+            let process =
+                options.cometLauncher.isEmpty
+                ? try TestServers.executable("comet", arguments: [], port: tcp, environment: environment)
+                : try TestServers.program(
+                    "comet", path: options.cometLauncher[0],
+                    arguments: options.cometLauncher.dropFirst() + [try TestServers.builtProductPath("comet")], port: tcp,
+                    environment: environment)
             track(process)
             try await process.start()
             comets.append(Comet(name: name, process: process, tcpPort: tcp, webSocketPort: webSocket, rpcPort: rpc))
