@@ -126,6 +126,14 @@ public struct NATSSection: Sendable, Equatable {
     public var user: String = ""
     public var password: String = ""
     public var token: String = ""
+    /// A `.creds` file (user JWT and NKey seed from `nsc`) for operator-mode NATS.
+    public var credentialsFile: String = ""
+    /// TLS to NATS (also implied by a `tls://` URL); `tlsCAFile` empty = the system's trust store.
+    public var tls: Bool = false
+    public var tlsCAFile: String = ""
+    /// Client certificate and key, for a NATS server that verifies clients.
+    public var tlsCertFile: String = ""
+    public var tlsKeyFile: String = ""
     public var stream: String = "GOIM_PUSH"
     /// Subject prefix: pushes go to `goim.push.push`, `goim.push.room`, `goim.push.broadcast`.
     public var subject: String = "goim.push"
@@ -148,6 +156,17 @@ public struct NATSSection: Sendable, Equatable {
         user = s.string("user", default: d.user)
         password = s.string("password", default: d.password)
         token = s.string("token", default: d.token)
+        credentialsFile = s.string("credentialsFile", default: d.credentialsFile)
+        tls = s.bool("tls", default: d.tls)
+        tlsCAFile = s.string("tlsCAFile", default: d.tlsCAFile)
+        tlsCertFile = s.string("tlsCertFile", default: d.tlsCertFile)
+        tlsKeyFile = s.string("tlsKeyFile", default: d.tlsKeyFile)
+        if tlsCertFile.isEmpty != tlsKeyFile.isEmpty {
+            s.invalid(tlsCertFile.isEmpty ? "tlsCertFile" : "tlsKeyFile", "\"\"", "a client certificate needs both tlsCertFile and tlsKeyFile")
+        }
+        if !user.isEmpty && !token.isEmpty {
+            s.invalid("token", "\"…\"", "set either user/password or token, not both")
+        }
         stream = s.string("stream", default: d.stream)
         if stream.isEmpty || stream.contains(where: { " .*>".contains($0) }) {
             s.invalid("stream", "\"\(stream)\"", "a JetStream stream name must be non-empty without spaces, '.', '*' or '>'")

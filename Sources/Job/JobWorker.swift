@@ -6,6 +6,7 @@ import NIOPosix
 import Redis
 import Registry
 import ServiceLifecycle
+import ServiceRuntime
 
 /// A whole job process, as the services an executable runs in one `ServiceGroup`: the Redis client (registry), the
 /// NATS connection, the comet pool and the consumer. `services` lists them in start order, so graceful shutdown
@@ -30,7 +31,8 @@ public final class JobWorker: Sendable {
             settings: CometPool.Settings(configuration), registry: registry, logger: logger,
             connector: connector
                 ?? GRPCCometClient.connector(timeout: configuration.comet.timeout, secret: configuration.rpcAuth.secret))
-        let nats = NATSClient(configuration: NATSConfiguration(configuration), logger: logger)
+        let nats = NATSClient(
+            configuration: NATSConfiguration(configuration.nats, clientName: "goim-job-\(configuration.env.host)"), logger: logger)
         let statistics = JobStatistics()
         let consumer = JobConsumer(
             settings: JobConsumer.Settings(configuration), nats: nats, pool: pool, statistics: statistics,
@@ -50,16 +52,6 @@ extension RedisConfiguration {
             host: redis.addr.host, port: redis.addr.port, password: redis.auth.isEmpty ? nil : redis.auth,
             database: redis.db, poolSize: redis.active, connectTimeout: redis.dialTimeout,
             commandTimeout: redis.readTimeout)
-    }
-}
-
-extension NATSConfiguration {
-    init(_ configuration: JobConfiguration) {
-        let nats = configuration.nats
-        self.init(
-            urls: nats.urls, name: "goim-job-\(configuration.env.host)", connectTimeout: nats.connectTimeout,
-            user: nats.user.isEmpty ? nil : nats.user, password: nats.password.isEmpty ? nil : nats.password,
-            token: nats.token.isEmpty ? nil : nats.token)
     }
 }
 

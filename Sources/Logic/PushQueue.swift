@@ -3,6 +3,7 @@ import GoIMRPC
 import Logging
 import NATS
 import ServiceLifecycle
+import ServiceRuntime
 import Synchronization
 
 /// Where Logic hands pushes to Job: goim's `PushMsg`, one message per comet for key/mid pushes.
@@ -35,11 +36,7 @@ public final class JetStreamPushQueue: PushQueue, Service {
         self.configuration = configuration
         self.clientName = clientName
         self.logger = logger
-        var nats = NATSConfiguration(
-            urls: configuration.urls, name: clientName, connectTimeout: configuration.connectTimeout,
-            user: configuration.user.isEmpty ? nil : configuration.user,
-            password: configuration.password.isEmpty ? nil : configuration.password,
-            token: configuration.token.isEmpty ? nil : configuration.token)
+        var nats = NATSConfiguration(configuration, clientName: clientName)
         // A JetStream publish holds one of these threads until the stream's ack: they bound how many
         // pushes wait for their ack at once.
         nats.blockingThreads = Self.publishConcurrency

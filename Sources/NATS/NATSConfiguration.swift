@@ -13,6 +13,24 @@ public struct NATSConfiguration: Sendable {
     public var user: String?
     public var password: String?
     public var token: String?
+    /// A `.creds` file (user JWT and NKey seed, as `nsc` writes it) for decentralised (operator) authentication.
+    public var credentialsFile: String?
+    /// TLS to the servers: nil = plain TCP (unless a `tls://` URL asks for it).
+    public var tls: TLS?
+
+    public struct TLS: Sendable, Equatable {
+        /// PEM CA certificates the server's certificate must chain to; nil = the system's trust store.
+        public var caFile: String?
+        /// PEM client certificate chain and key, for servers that verify clients (mutual TLS).
+        public var certificateFile: String?
+        public var keyFile: String?
+
+        public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil) {
+            self.caFile = caFile
+            self.certificateFile = certificateFile
+            self.keyFile = keyFile
+        }
+    }
     /// libnats' per-subscription limit of messages queued in the library behind a subscription's
     /// own bounded buffer; past it libnats drops messages and reports a slow consumer.
     public var maxPendingMessages: Int = 65536
@@ -28,7 +46,9 @@ public struct NATSConfiguration: Sendable {
         maxReconnect: Int = -1,
         user: String? = nil,
         password: String? = nil,
-        token: String? = nil
+        token: String? = nil,
+        credentialsFile: String? = nil,
+        tls: TLS? = nil
     ) {
         self.urls = urls
         self.name = name
@@ -38,6 +58,8 @@ public struct NATSConfiguration: Sendable {
         self.user = user
         self.password = password
         self.token = token
+        self.credentialsFile = credentialsFile
+        self.tls = tls
     }
 }
 

@@ -217,6 +217,19 @@ private func openConnection(_ configuration: NATSConfiguration, events: Connecti
             guard let token = configuration.token else { return NATS_OK }
             return natsOptions_SetToken(options, token)
         },
+        {
+            guard let file = configuration.credentialsFile else { return NATS_OK }
+            return natsOptions_SetUserCredentialsFromFiles(options, file, nil)
+        },
+        { configuration.tls == nil ? NATS_OK : natsOptions_SetSecure(options, true) },
+        {
+            guard let file = configuration.tls?.caFile else { return NATS_OK }
+            return natsOptions_LoadCATrustedCertificates(options, file)
+        },
+        {
+            guard let tls = configuration.tls, let certificate = tls.certificateFile, let key = tls.keyFile else { return NATS_OK }
+            return natsOptions_LoadCertificatesChain(options, certificate, key)
+        },
         { natsConnection_Connect(&connection, options) },
     ]
     for setting in settings where status == NATS_OK {

@@ -316,11 +316,12 @@ public enum TestServers {
     }
 
     /// Starts `nats-server` with JetStream on a free loopback port; its store lives in a temporary
-    /// directory so that a restart keeps streams and consumers.
-    public static func nats(jetStream: Bool = true) async throws -> ServerProcess {
+    /// directory so that a restart keeps streams and consumers. `extraArguments` go to nats-server as they are
+    /// (authentication, TLS).
+    public static func nats(jetStream: Bool = true, extraArguments: [String] = []) async throws -> ServerProcess {
         let port = freePort()
         let directory = try temporaryDirectory("nats")
-        var arguments = ["-a", "127.0.0.1", "-p", "\(port)"]
+        var arguments = ["-a", "127.0.0.1", "-p", "\(port)"] + extraArguments
         if jetStream { arguments += ["-js", "-sd", directory.appendingPathComponent("js").path] }
         let server = ServerProcess(
             name: "nats-server", executable: try locate("nats-server"), arguments: arguments,
