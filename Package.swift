@@ -58,7 +58,7 @@ let targets: [Target] = [
     .target(name: "GoIMConfig", dependencies: ["Primitives", .product(name: "TOMLKit", package: "TOMLKit"), logging]),
     .target(
         name: "ServiceRuntime",
-        dependencies: ["GoIMConfig", "NATS", "Primitives", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2, argumentParser]
+        dependencies: ["GoIMConfig", "NATS", "Primitives", "Redis", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2, argumentParser]
     ),
     .target(name: "TestSupport", dependencies: ["Primitives"]),
     .target(

@@ -112,11 +112,8 @@ public final class CometServer: Sendable {
                 })
             var redis: RedisClient?
             if options.registration {
-                let r = configuration.redis
                 let client = RedisClient(
-                    configuration: RedisConfiguration(
-                        host: r.addr.host, port: r.addr.port, password: r.auth.isEmpty ? nil : r.auth, database: r.db,
-                        poolSize: min(r.active, 2), connectTimeout: r.dialTimeout, commandTimeout: r.readTimeout),
+                    configuration: RedisConfiguration(configuration.redis, poolSize: min(configuration.redis.active, 2)),
                     eventLoopGroup: group, logger: logger)
                 services.append(client)
                 redis = client

@@ -95,6 +95,8 @@ public struct EnvironmentSection: Sendable, Equatable {
 public struct RedisSection: Sendable, Equatable {
     public var addr: HostPort = HostPort(host: "127.0.0.1", port: 6379)
     public var auth: String = ""
+    /// An ACL user (Redis 6+); `auth` is then its password.
+    public var user: String = ""
     public var db: Int = 0
     /// Pooled connections per process (goim's `active` was a maximum for short-lived connections;
     /// ours are long-lived and pipelined, so a few suffice).
@@ -111,6 +113,8 @@ public struct RedisSection: Sendable, Equatable {
         let d = RedisSection()
         addr = s.address("addr", default: "127.0.0.1:6379", defaultHost: "127.0.0.1")
         auth = s.string("auth", default: d.auth)
+        user = s.string("user", default: d.user)
+        if !user.isEmpty && auth.isEmpty { s.invalid("auth", "\"\"", "redis.user needs its password in redis.auth") }
         db = s.int("db", default: d.db, in: 0...15)
         active = s.int("active", default: d.active, in: 1...1024)
         dialTimeout = s.duration("dialTimeout", default: d.dialTimeout, minimum: .milliseconds(1))

@@ -25,7 +25,7 @@ public final class JobWorker: Sendable {
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws {
         let redis = RedisClient(
-            configuration: RedisConfiguration(configuration), eventLoopGroup: eventLoopGroup, logger: logger)
+            configuration: RedisConfiguration(configuration.redis), eventLoopGroup: eventLoopGroup, logger: logger)
         let registry = CometRegistry(redis: redis, configuration: configuration.registry)
         let pool = CometPool(
             settings: CometPool.Settings(configuration), registry: registry, logger: logger,
@@ -42,16 +42,6 @@ public final class JobWorker: Sendable {
         self.statistics = statistics
         self.pool = pool
         self.consumer = consumer
-    }
-}
-
-extension RedisConfiguration {
-    init(_ configuration: JobConfiguration) {
-        let redis = configuration.redis
-        self.init(
-            host: redis.addr.host, port: redis.addr.port, password: redis.auth.isEmpty ? nil : redis.auth,
-            database: redis.db, poolSize: redis.active, connectTimeout: redis.dialTimeout,
-            commandTimeout: redis.readTimeout)
     }
 }
 

@@ -41,13 +41,7 @@ public final class LogicServer: Sendable {
                 metadata: ["goim.address": "\(configuration.rpcServer.addr)"])
         }
         let redisSection = configuration.redis
-        let redis = RedisClient(
-            configuration: RedisConfiguration(
-                host: redisSection.addr.host, port: redisSection.addr.port,
-                password: redisSection.auth.isEmpty ? nil : redisSection.auth, database: redisSection.db,
-                poolSize: redisSection.active, connectTimeout: redisSection.dialTimeout,
-                commandTimeout: redisSection.readTimeout),
-            logger: logger)
+        let redis = RedisClient(configuration: RedisConfiguration(redisSection), logger: logger)
         let queue = JetStreamPushQueue(
             configuration: configuration.nats, clientName: "goim-logic-\(configuration.env.host)", logger: logger)
         let cluster = ClusterState(node: configuration.node, backoff: configuration.backoff, regions: configuration.regions)

@@ -4,6 +4,8 @@ public struct RedisConfiguration: Sendable {
     public var port: Int
     /// Sent with AUTH when each connection is set up; nil means no AUTH.
     public var password: String?
+    /// An ACL user (Redis 6+): AUTH then sends the user and the password.
+    public var username: String?
     /// Selected with SELECT when each connection is set up.
     public var database: Int
     /// Number of connections; commands are spread over them (each connection pipelines many commands).
@@ -20,8 +22,10 @@ public struct RedisConfiguration: Sendable {
         database: Int = 0,
         poolSize: Int = 4,
         connectTimeout: Duration = .milliseconds(500),
-        commandTimeout: Duration = .seconds(1)
+        commandTimeout: Duration = .seconds(1),
+        username: String? = nil
     ) {
+        self.username = username
         self.host = host
         self.port = port
         self.password = password

@@ -51,7 +51,8 @@ final class RedisConnection: Sendable {
     private func setUp(_ configuration: RedisConfiguration) async throws {
         var commands: [RedisCommand] = []
         if let password = configuration.password {
-            commands.append(RedisCommand("AUTH", [.string(password)]))
+            let user = configuration.username.map { [RedisArgument.string($0)] } ?? []
+            commands.append(RedisCommand("AUTH", user + [.string(password)]))
         }
         if configuration.database != 0 {
             commands.append(RedisCommand("SELECT", [.integer(Int64(configuration.database))]))

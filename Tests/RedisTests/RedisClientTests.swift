@@ -233,6 +233,23 @@ struct RedisClientTests {
         }
     }
 
+    @Test("an ACL user authenticates with AUTH user password; another user's password is refused")
+    func aclUser() async throws {
+        try await withClient(password: "admin-s3cret") { client, server throws in
+            _ = try await client.send(
+                RedisCommand("ACL", ["SETUSER", "goim", "on", ">goim-s3cret", "~*", "+@all"].map { .string($0) }))
+            let user = RedisClient(configuration: RedisConfiguration(port: server.port, password: "goim-s3cret", username: "goim"))
+            #expect(try await user.ping() == "PONG")
+            let wrong = RedisClient(configuration: RedisConfiguration(port: server.port, password: "admin-s3cret", username: "goim"))
+            await #expect {
+                _ = try await wrong.ping()
+            } throws: { error in
+                guard case RedisError.authenticationFailed = error else { return false }
+                return true
+            }
+        }
+    }
+
     @Test func databaseSelection() async throws {
         try await withClient(configure: { $0.database = 2 }) { client, server in
             try await client.set("where", "db2")
