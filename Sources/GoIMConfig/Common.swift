@@ -146,6 +146,9 @@ public struct NATSSection: Sendable, Equatable {
     public var maxAge: Duration = .seconds(24 * 3600)
     public var maxBytes: Int = 1 << 30
     public var replicas: Int = 1
+    /// How long the stream remembers push message ids: a push retried with the same `Idempotency-Key` within it is
+    /// stored (and delivered) once. JetStream's default is 2 min.
+    public var duplicateWindow: Duration = .seconds(120)
     public var connectTimeout: Duration = .seconds(2)
 
     public init() {}
@@ -183,6 +186,10 @@ public struct NATSSection: Sendable, Equatable {
         maxAge = s.duration("maxAge", default: d.maxAge, minimum: .seconds(1))
         maxBytes = s.int("maxBytes", default: d.maxBytes, in: 1024...Int.max)
         replicas = s.int("replicas", default: d.replicas, in: 1...5)
+        duplicateWindow = s.duration("duplicateWindow", default: d.duplicateWindow, minimum: .seconds(1))
+        if duplicateWindow > maxAge {
+            s.invalid("duplicateWindow", GoDuration.format(duplicateWindow), "must not be longer than nats.maxAge (\(GoDuration.format(maxAge)))")
+        }
         connectTimeout = s.duration("connectTimeout", default: d.connectTimeout, minimum: .milliseconds(1))
     }
 

@@ -45,14 +45,6 @@ public final class JobWorker: Sendable {
     }
 }
 
-extension StreamConfiguration {
-    /// The push stream as logic creates it: `<subject>.>` kept for `maxAge` / `maxBytes`.
-    public init(_ nats: NATSSection) {
-        self.init(
-            name: nats.stream, subjects: [nats.subject + ".>"], storage: .file, maxAge: nats.maxAge,
-            maxBytes: Int64(nats.maxBytes), replicas: nats.replicas)
-    }
-}
 
 extension CometPool.Settings {
     public init(_ configuration: JobConfiguration) {

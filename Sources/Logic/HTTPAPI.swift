@@ -141,6 +141,19 @@ public struct LogicHTTPResponder: HTTPResponder {
 
     // MARK: - Push routes
 
+    /// The caller's `Idempotency-Key` header: a retried push with the same key is delivered once (within
+    /// `nats.duplicateWindow`). At most 200 printable ASCII characters.
+    static func idempotencyKey(_ request: Request) throws -> String? {
+        guard let value = request.headers[Self.idempotencyKeyField] else { return nil }
+        guard !value.isEmpty, value.utf8.count <= 200, value.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw LogicError.badParameter(
+                parameter: "Idempotency-Key", reason: "1 to 200 printable ASCII characters without spaces")
+        }
+        return value
+    }
+
+    static let idempotencyKeyField = HTTPField.Name("Idempotency-Key")!
+
     private func pushKeys(_ request: Request) async throws -> Response {
         try authorize(request)
         let query = QueryParameters(request.uri.query)
@@ -148,7 +161,7 @@ public struct LogicHTTPResponder: HTTPResponder {
         let keys = query.list("keys")
         guard !keys.isEmpty else { throw LogicError.badParameter(parameter: "keys", reason: "at least one key is required") }
         let message = try await body(request)
-        try await core.pushKeys(operation: operation, keys: keys, message: message)
+        try await core.pushKeys(operation: operation, keys: keys, message: message, idempotencyKey: try Self.idempotencyKey(request))
         return Self.success(nil)
     }
 
@@ -164,7 +177,7 @@ public struct LogicHTTPResponder: HTTPResponder {
         }
         guard !mids.isEmpty else { throw LogicError.badParameter(parameter: "mids", reason: "at least one mid is required") }
         let message = try await body(request)
-        try await core.pushMids(operation: operation, mids: mids, message: message)
+        try await core.pushMids(operation: operation, mids: mids, message: message, idempotencyKey: try Self.idempotencyKey(request))
         return Self.success(nil)
     }
 
@@ -175,7 +188,7 @@ public struct LogicHTTPResponder: HTTPResponder {
         let type = try query.string("type", required: true)
         let room = try query.string("room", required: true)
         let message = try await body(request)
-        try await core.pushRoom(operation: operation, type: type, room: room, message: message)
+        try await core.pushRoom(operation: operation, type: type, room: room, message: message, idempotencyKey: try Self.idempotencyKey(request))
         return Self.success(nil)
     }
 
@@ -186,7 +199,7 @@ public struct LogicHTTPResponder: HTTPResponder {
         let speed = try query.int32("speed", required: false)
         guard speed >= 0 else { throw LogicError.badParameter(parameter: "speed", reason: "must not be negative") }
         let message = try await body(request)
-        try await core.pushAll(operation: operation, speed: speed, message: message)
+        try await core.pushAll(operation: operation, speed: speed, message: message, idempotencyKey: try Self.idempotencyKey(request))
         return Self.success(nil)
     }
 

@@ -102,8 +102,15 @@ public struct LogicCore: Sendable {
 
     // MARK: - Pushes (HTTP from applications)
 
+    /// Each push is published with a message id: `idempotencyKey` (an HTTP `Idempotency-Key`) when the caller sent one,
+    /// a fresh UUID otherwise, plus the route (and the comet, for key and mid pushes). A caller retrying with the same
+    /// key within `nats.duplicateWindow` gets its push delivered once.
+    static func messageID(_ idempotencyKey: String?, _ parts: String...) -> String {
+        ([idempotencyKey ?? UUID().uuidString] + parts).joined(separator: "/")
+    }
+
     /// Looks up each key's comet (one MGET), then one PUSH message per comet. Unknown keys are skipped.
-    public func pushKeys(operation: Int32, keys: [String], message: Data) async throws {
+    public func pushKeys(operation: Int32, keys: [String], message: Data, idempotencyKey: String? = nil) async throws {
         var unique: [String] = []
         var seen: Set<String> = []
         for key in keys where !key.isEmpty && seen.insert(key).inserted { unique.append(key) }
@@ -119,11 +126,11 @@ public struct LogicCore: Sendable {
                 groups.append((server, [key]))
             }
         }
-        try await publish(groups: groups, operation: operation, message: message)
+        try await publish(groups: groups, operation: operation, message: message, id: Self.messageID(idempotencyKey, "keys"))
     }
 
     /// Looks up every session of the members (one pipelined HGETALL), then one PUSH message per comet.
-    public func pushMids(operation: Int32, mids: [Int64], message: Data) async throws {
+    public func pushMids(operation: Int32, mids: [Int64], message: Data, idempotencyKey: String? = nil) async throws {
         var unique: [Int64] = []
         var seen: Set<Int64> = []
         for mid in mids where seen.insert(mid).inserted { unique.append(mid) }
@@ -139,32 +146,35 @@ public struct LogicCore: Sendable {
                 groups.append((session.server, [session.key]))
             }
         }
-        try await publish(groups: groups, operation: operation, message: message)
+        try await publish(groups: groups, operation: operation, message: message, id: Self.messageID(idempotencyKey, "mids"))
     }
 
     /// One ROOM message for `<type>://<room>`.
-    public func pushRoom(operation: Int32, type: String, room: String, message: Data) async throws {
+    public func pushRoom(
+        operation: Int32, type: String, room: String, message: Data, idempotencyKey: String? = nil
+    ) async throws {
         var push = Goim_Logic_PushMsg()
         push.type = .room
         push.operation = operation
         push.room = Self.roomKey(type: type, room: room)
         push.msg = message
-        try await queue.publish(push)
+        try await queue.publish(push, id: Self.messageID(idempotencyKey, "room"))
     }
 
     /// One BROADCAST message.
-    public func pushAll(operation: Int32, speed: Int32, message: Data) async throws {
+    public func pushAll(operation: Int32, speed: Int32, message: Data, idempotencyKey: String? = nil) async throws {
         var push = Goim_Logic_PushMsg()
         push.type = .broadcast
         push.operation = operation
         push.speed = speed
         push.msg = message
-        try await queue.publish(push)
+        try await queue.publish(push, id: Self.messageID(idempotencyKey, "all"))
     }
 
     /// Publishes one PUSH message per comet, all at once, and returns when every one was acknowledged.
     /// Failures are collected: the error names the comets whose group was not queued.
-    func publish(groups: [(server: String, keys: [String])], operation: Int32, message: Data) async throws {
+    /// `id` is the push's message id; each comet's message adds the comet's name to it.
+    func publish(groups: [(server: String, keys: [String])], operation: Int32, message: Data, id: String) async throws {
         let messages = groups.map { group -> Goim_Logic_PushMsg in
             var push = Goim_Logic_PushMsg()
             push.type = .push
@@ -176,14 +186,14 @@ public struct LogicCore: Sendable {
         }
         switch messages.count {
         case 0: return
-        case 1: try await queue.publish(messages[0])
+        case 1: try await queue.publish(messages[0], id: "\(id)/\(messages[0].server)")
         default:
             let queue = self.queue
             let failures = await withTaskGroup(of: (String, String)?.self) { group in
                 for push in messages {
                     group.addTask {
                         do {
-                            try await queue.publish(push)
+                            try await queue.publish(push, id: "\(id)/\(push.server)")
                             return nil
                         } catch {
                             return (push.server, (error as? LogicError)?.message ?? "\(error)")

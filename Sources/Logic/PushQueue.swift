@@ -8,8 +8,9 @@ import Synchronization
 
 /// Where Logic hands pushes to Job: goim's `PushMsg`, one message per comet for key/mid pushes.
 public protocol PushQueue: Sendable {
-    /// Publishes `message` on the subject of its type and returns once the queue acknowledged it.
-    func publish(_ message: Goim_Logic_PushMsg) async throws
+    /// Publishes `message` on the subject of its type and returns once the queue acknowledged it. A second publish
+    /// with the same `id` within the stream's duplicate window is acknowledged and not stored again.
+    func publish(_ message: Goim_Logic_PushMsg, id: String) async throws
     /// Publishes an upstream client message (goim's `Receive`) for the application. Not persisted.
     func publishUpstream(_ request: Goim_Logic_ReceiveReq) async throws
     /// Round-trips to the queue (health check).
@@ -44,11 +45,7 @@ public final class JetStreamPushQueue: PushQueue, Service {
     }
 
     /// The stream Logic publishes into.
-    public var streamConfiguration: StreamConfiguration {
-        StreamConfiguration(
-            name: configuration.stream, subjects: ["\(configuration.subject).>"], storage: .file,
-            maxAge: configuration.maxAge, maxBytes: Int64(configuration.maxBytes), replicas: configuration.replicas)
-    }
+    public var streamConfiguration: StreamConfiguration { StreamConfiguration(configuration) }
 
     /// Pushes waiting for their JetStream ack at once (per Logic process).
     static let publishConcurrency = 32
@@ -106,7 +103,7 @@ public final class JetStreamPushQueue: PushQueue, Service {
         }
     }
 
-    public func publish(_ message: Goim_Logic_PushMsg) async throws {
+    public func publish(_ message: Goim_Logic_PushMsg, id: String) async throws {
         let (connection, jetStream) = try current()
         guard connection.isConnected else {
             throw LogicError.queueUnavailable("NATS connection lost (reconnecting to \(configuration.urls.joined(separator: ",")))")
@@ -119,13 +116,13 @@ public final class JetStreamPushQueue: PushQueue, Service {
         }
         let subject = subject(for: message.type)
         do {
-            _ = try await jetStream.publish(subject, payload: payload)
+            _ = try await jetStream.publish(subject, payload: payload, messageID: id)
         } catch let error as NATSError where error.code == .noResponders {
             // The stream is gone (a NATS server that lost its store): set it up again and retry once.
             logger.warning("JetStream stream missing; creating it again", metadata: ["goim.nats.stream": "\(configuration.stream)"])
             do {
                 try await jetStream.createOrUpdateStream(streamConfiguration)
-                _ = try await jetStream.publish(subject, payload: payload)
+                _ = try await jetStream.publish(subject, payload: payload, messageID: id)
             } catch {
                 throw LogicError.queueUnavailable("\(error)")
             }

@@ -16,3 +16,13 @@ extension NATSConfiguration {
                 : nil)
     }
 }
+
+extension StreamConfiguration {
+    /// The push stream of `[nats]`, as logic creates it and job expects it: `<subject>.>` on file storage, kept for
+    /// `maxAge` / `maxBytes`, with the configured replicas and duplicate window.
+    public init(_ nats: NATSSection) {
+        self.init(
+            name: nats.stream, subjects: [nats.subject + ".>"], storage: .file, maxAge: nats.maxAge,
+            maxBytes: Int64(nats.maxBytes), replicas: nats.replicas, duplicateWindow: nats.duplicateWindow)
+    }
+}

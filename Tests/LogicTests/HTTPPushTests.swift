@@ -219,6 +219,40 @@ struct HTTPPushTests {
         }
     }
 
+    @Test("a push retried with the same Idempotency-Key is stored in the stream once; other keys and no key are not merged")
+    func idempotencyKey() async throws {
+        try await LogicHarness.run { h in
+            let route = "/goim/push/room?operation=1000&type=live&room=idem"
+            for _ in 0..<3 {
+                #expect(try await h.post(route, "once", headers: [LogicHTTPResponder.idempotencyKeyField: "order-42"]).body == Self.ok)
+            }
+            #expect(try await h.post(route, "other", headers: [LogicHTTPResponder.idempotencyKeyField: "order-43"]).body == Self.ok)
+            // The same key on another route is another push.
+            #expect(
+                try await h.post("/goim/push/all?operation=1000", "all", headers: [LogicHTTPResponder.idempotencyKeyField: "order-42"])
+                    .body == Self.ok)
+            for _ in 0..<2 { #expect(try await h.post(route, "no-key").body == Self.ok) }
+            let bad = try await h.post(route, "x", headers: [LogicHTTPResponder.idempotencyKeyField: "has space"])
+            #expect(bad.status == 400)
+            #expect(bad.body.contains("Idempotency-Key"))
+
+            let consumer = try await h.nats.jetStream().pullConsumer(
+                stream: h.configuration.nats.stream, durable: "idem-check", filterSubject: nil)
+            var bodies: [String] = []
+            while true {
+                let batch = try await consumer.fetch(max: 16, timeout: .milliseconds(500))
+                if batch.isEmpty { break }
+                for message in batch {
+                    let push = try Goim_Logic_PushMsg(serializedBytes: message.payload)
+                    bodies.append(String(decoding: push.msg, as: UTF8.self))
+                    try await message.ack()
+                }
+            }
+            await consumer.close()
+            #expect(bodies.sorted() == ["all", "no-key", "no-key", "once", "other"])
+        }
+    }
+
     @Test("unknown routes and wrong methods get gin's plain 404")
     func notFound() async throws {
         try await LogicHarness.run { h in

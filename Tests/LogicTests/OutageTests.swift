@@ -97,7 +97,7 @@ final class FlakyQueue: PushQueue {
 
     init(failing: Set<String>) { self.failing = failing }
 
-    func publish(_ message: Goim_Logic_PushMsg) async throws {
+    func publish(_ message: Goim_Logic_PushMsg, id: String) async throws {
         if failing.contains(message.server) { throw LogicError.queueUnavailable("boom") }
         published.withLock { $0.append(message) }
     }
