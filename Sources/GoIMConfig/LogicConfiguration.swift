@@ -57,8 +57,13 @@ public struct LogicConfiguration: Sendable, Equatable {
         public var jwtSecret: String = ""
         /// PEM file with the RSA public key for RS256.
         public var jwtPublicKeyFile: String = ""
+        /// A JWKS file (`{"keys":[...]}`, each key with its `kid`) holding every key a token may be signed with:
+        /// several keys at once let the issuer rotate them. Replaces `jwtSecret` / `jwtPublicKeyFile` when set.
+        public var jwksFile: String = ""
         public var jwtIssuer: String = ""
         public var jwtAudience: String = ""
+
+        public init() {}
     }
 
     public struct Online: Sendable, Equatable {
@@ -142,14 +147,15 @@ public struct LogicConfiguration: Sendable, Equatable {
         auth.jwtAlgorithm = a.string("jwtAlgorithm", default: d.auth.jwtAlgorithm).uppercased()
         auth.jwtSecret = a.string("jwtSecret", default: "")
         auth.jwtPublicKeyFile = a.string("jwtPublicKeyFile", default: "")
+        auth.jwksFile = a.string("jwksFile", default: "")
         auth.jwtIssuer = a.string("jwtIssuer", default: "")
         auth.jwtAudience = a.string("jwtAudience", default: "")
         if auth.mode == "jwt" {
             switch auth.jwtAlgorithm {
-            case "HS256" where auth.jwtSecret.isEmpty:
-                a.invalid("jwtSecret", "\"\"", "mode = \"jwt\" with HS256 needs a secret")
-            case "RS256" where auth.jwtPublicKeyFile.isEmpty:
-                a.invalid("jwtPublicKeyFile", "\"\"", "mode = \"jwt\" with RS256 needs a PEM public key file")
+            case "HS256" where auth.jwtSecret.isEmpty && auth.jwksFile.isEmpty:
+                a.invalid("jwtSecret", "\"\"", "mode = \"jwt\" with HS256 needs a secret (or a jwksFile)")
+            case "RS256" where auth.jwtPublicKeyFile.isEmpty && auth.jwksFile.isEmpty:
+                a.invalid("jwtPublicKeyFile", "\"\"", "mode = \"jwt\" with RS256 needs a PEM public key file (or a jwksFile)")
             case "HS256", "RS256": break
             default: a.invalid("jwtAlgorithm", "\"\(auth.jwtAlgorithm)\"", "expected HS256 or RS256")
             }

@@ -58,9 +58,31 @@ public struct JWTAuthenticator: Authenticator {
         return JWTAuthenticator(algorithm: "RS256", issuer: issuer, audience: audience, keys: keys)
     }
 
-    /// The authenticator `[auth]` asks for: goim's, or a JWT one (reading the RS256 key file).
+    /// Every key of a JWKS document (`{"keys":[...]}`), found by the token's `kid`: an issuer rotating its keys
+    /// publishes the new one beside the old until the old one's tokens have expired.
+    public static func jwks(_ json: String, algorithm: String, issuer: String = "", audience: String = "") async throws -> JWTAuthenticator {
+        let keys = JWTKeyCollection()
+        try await keys.add(jwksJSON: json)
+        return JWTAuthenticator(algorithm: algorithm, issuer: issuer, audience: audience, keys: keys)
+    }
+
+    /// The authenticator `[auth]` asks for: goim's, or a JWT one (reading the RS256 key file or the JWKS file).
     public static func make(_ configuration: LogicConfiguration.Auth) async throws -> any Authenticator {
         guard configuration.mode == "jwt" else { return GoIMAuthenticator() }
+        if !configuration.jwksFile.isEmpty {
+            let json: String
+            do {
+                json = try String(contentsOfFile: configuration.jwksFile, encoding: .utf8)
+            } catch {
+                throw LogicStartError("auth.jwksFile: cannot read \(configuration.jwksFile): \(error.localizedDescription)")
+            }
+            do {
+                return try await jwks(
+                    json, algorithm: configuration.jwtAlgorithm, issuer: configuration.jwtIssuer, audience: configuration.jwtAudience)
+            } catch {
+                throw LogicStartError("auth.jwksFile: \(configuration.jwksFile) is not a usable JWKS document: \(error)")
+            }
+        }
         switch configuration.jwtAlgorithm {
         case "RS256":
             let pem: String

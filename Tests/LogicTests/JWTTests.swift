@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GRPCCore
+import GoIMConfig
 import GoIMRPC
 import JWTKit
 import Testing
@@ -219,5 +220,71 @@ struct JWTTests {
                 }
             }
         }
+    }
+
+    /// A JWKS document with the RSA public keys of `privateKeys`, each under its `kid`.
+    static func jwks(_ privateKeys: [(kid: String, pem: String)]) throws -> String {
+        func base64URL(_ data: Data) -> String {
+            data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+                .replacingOccurrences(of: "=", with: "")
+        }
+        let keys = try privateKeys.map { entry -> String in
+            let primitives = try Insecure.RSA.PrivateKey(pem: entry.pem).publicKey.getKeyPrimitives()
+            return #"{"kty":"RSA","alg":"RS256","use":"sig","kid":"\#(entry.kid)","n":"\#(base64URL(primitives.modulus))","e":"\#(base64URL(primitives.publicExponent))"}"#
+        }
+        return #"{"keys":[\#(keys.joined(separator: ","))]}"#
+    }
+
+    static func rs256(_ payload: Payload, privateKey: String, kid: String) async throws -> String {
+        let keys = JWTKeyCollection()
+        await keys.add(rsa: try Insecure.RSA.PrivateKey(pem: privateKey), digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
+        return try await keys.sign(payload, kid: JWKIdentifier(string: kid))
+    }
+
+    /// A second RSA key, made with openssl.
+    static func generatedRSAKey() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("jwt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("key.pem")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", file.path]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return try String(contentsOf: file, encoding: .utf8)
+    }
+
+    @Test("JWKS (auth.jwksFile): tokens signed with any listed key verify by kid, so keys rotate; unknown kids and mismatched keys are refused")
+    func jwksRotation() async throws {
+        let newKey = try Self.generatedRSAKey()
+        let json = try Self.jwks([("old", Self.rsaPrivateKey), ("new", newKey)])
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("jwks-\(UUID().uuidString).json")
+        try json.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        var configuration = LogicConfiguration.Auth()
+        configuration.mode = "jwt"
+        configuration.jwtAlgorithm = "RS256"
+        configuration.jwksFile = file.path
+        let authenticator = try await JWTAuthenticator.make(configuration)
+
+        for (kid, key) in [("old", Self.rsaPrivateKey), ("new", newKey)] {
+            let token = try await Self.rs256(Self.payload(), privateKey: key, kid: kid)
+            let body = try await authenticator.authenticate(token: Array(token.utf8), cookie: "")
+            #expect(body.mid == 123)
+        }
+        // Signed with the new key but claiming to be the old one: the old key's signature check fails.
+        let mislabelled = try await Self.rs256(Self.payload(), privateKey: newKey, kid: "old")
+        let refusal = await Self.refusal(authenticator, mislabelled)
+        #expect(refusal?.contains("signature") == true, "\(refusal ?? "accepted")")
+        // A retired key is simply gone from the file.
+        let retired = try await Self.rs256(Self.payload(), privateKey: newKey, kid: "retired")
+        #expect(await Self.refusal(authenticator, retired) != nil)
+        // An unreadable file stops logic at start with the key named.
+        configuration.jwksFile = "/nonexistent/jwks.json"
+        await #expect {
+            _ = try await JWTAuthenticator.make(configuration)
+        } throws: { "\($0)".contains("auth.jwksFile") }
     }
 }
