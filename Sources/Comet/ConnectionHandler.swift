@@ -69,9 +69,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private(set) var key = ""
     /// The WebSocket `Cookie` header, passed to Logic `Connect`.
     var cookie = ""
-    /// The watch set (goim's accepts, Sub, Unsub), at most `protocol.maxWatchOps`: Sub and Unsub cost O(ops in the
-    /// packet), and a broadcast's membership test is one hash lookup whatever the set's size.
-    private var watch: Set<Int32> = []
+    /// The watch set (goim's accepts, Sub, Unsub), at most `protocol.maxWatchOps`.
+    private var watch = WatchSet([])
     private var writable = true
     private var inBucket = false
     private var whitelisted = false
@@ -346,7 +345,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         mid = reply.mid
         key = reply.key
-        watch = Set(reply.accepts)
+        watch = WatchSet(reply.accepts)
         heartbeatTimeout = reply.heartbeat > 0 ? .nanoseconds(reply.heartbeat) : Comet.defaultHeartbeat
         whitelisted = comet.whitelist.contains(mid)
         state = .open
@@ -416,7 +415,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             reply(to: packet, operation: .changeRoomReply, body: packet.body)
         case .sub:
             if let ops = WatchOps.parse(packet.body) {
-                watch.formUnion(ops)
+                watch.insert(contentsOf: ops)
                 guard watch.count <= comet.maxWatchOps else {
                     comet.counters.increment(\.watchLimitCloses)
                     close(
@@ -428,7 +427,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             reply(to: packet, operation: .subReply, body: packet.body)
         case .unsub:
             if let ops = WatchOps.parse(packet.body) {
-                watch.subtract(ops)
+                watch.remove(contentsOf: ops)
             }
             reply(to: packet, operation: .unsubReply, body: packet.body)
         default:
