@@ -70,12 +70,7 @@ public struct JWTAuthenticator: Authenticator {
     public static func make(_ configuration: LogicConfiguration.Auth) async throws -> any Authenticator {
         guard configuration.mode == "jwt" else { return GoIMAuthenticator() }
         if !configuration.jwksFile.isEmpty {
-            let json: String
-            do {
-                json = try String(contentsOfFile: configuration.jwksFile, encoding: .utf8)
-            } catch {
-                throw LogicStartError("auth.jwksFile: cannot read \(configuration.jwksFile): \(error.localizedDescription)")
-            }
+            let json = try readKeyFile(configuration.jwksFile, key: "auth.jwksFile")
             do {
                 return try await jwks(
                     json, algorithm: configuration.jwtAlgorithm, issuer: configuration.jwtIssuer, audience: configuration.jwtAudience)
@@ -85,12 +80,7 @@ public struct JWTAuthenticator: Authenticator {
         }
         switch configuration.jwtAlgorithm {
         case "RS256":
-            let pem: String
-            do {
-                pem = try String(contentsOfFile: configuration.jwtPublicKeyFile, encoding: .utf8)
-            } catch {
-                throw LogicStartError("auth.jwtPublicKeyFile: cannot read \(configuration.jwtPublicKeyFile): \(error.localizedDescription)")
-            }
+            let pem = try readKeyFile(configuration.jwtPublicKeyFile, key: "auth.jwtPublicKeyFile")
             do {
                 return try await rs256(publicKeyPEM: pem, issuer: configuration.jwtIssuer, audience: configuration.jwtAudience)
             } catch {
@@ -98,6 +88,14 @@ public struct JWTAuthenticator: Authenticator {
             }
         default:
             return try await hs256(secret: configuration.jwtSecret, issuer: configuration.jwtIssuer, audience: configuration.jwtAudience)
+        }
+    }
+
+    private static func readKeyFile(_ path: String, key: String) throws -> String {
+        do {
+            return try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw LogicStartError("\(key): cannot read \(path): \(error.localizedDescription)")
         }
     }
 

@@ -29,28 +29,12 @@ struct DescriptorLimitTests {
 
     /// Connects a plain TCP socket and waits up to `timeout` seconds for the server to close it (EOF or reset).
     static func connectUntilClosed(port: Int, timeout: Int) throws -> Outcome {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket: errno \(errno)") }
+        let fd = try LoopbackSocket.connect(port: port, receiveTimeout: timeout)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw TestFailure("connect: errno \(errno)") }
-        var wait = timeval(tv_sec: timeout, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
         var byte: UInt8 = 0
         let received = recv(fd, &byte, 1, 0)
         if received == 0 || (received < 0 && errno == ECONNRESET) { return .closed }
         return .stillOpen
-    }
-
-    struct TestFailure: Error, CustomStringConvertible {
-        let description: String
-        init(_ description: String) { self.description = description }
     }
 
     @Test("the cap comes from ulimit -n; clients over it are refused within a second; CPU stays idle; pushes and registry keep working")
