@@ -71,6 +71,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     var cookie = ""
     /// The watch set (goim's accepts, Sub, Unsub), at most `protocol.maxWatchOps`.
     private var watch = WatchSet([])
+    /// The auth body asked for the key in the op 8 reply (`"return_key": true`).
+    private var returnKey = false
     private var writable = true
     private var inBucket = false
     private var whitelisted = false
@@ -295,6 +297,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         pause(.authenticating)
         let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
         let token = Data(packet.body.readableBytesView)
+        returnKey = AuthKeyRequest.isRequested(in: packet.body.readableBytesView)
         let version = packet.version
         let sequence = packet.sequence
         let logic = comet.logic
@@ -360,13 +363,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if !reply.roomID.isEmpty { join(reply.roomID) }
         comet.repairRoutingIfRaced(mid: mid, key: key, connectStarted: connectStarted, connection: id)
 
-        // op 8, empty body, ver/seq echoed. Written after the bucket and room registration (goim wrote it first), so
-        // a client that has its op 8 is already counted and reachable; pushes cannot overtake it: they hop to this
-        // loop and run after this function.
+        // op 8, ver/seq echoed, empty body (goim) unless the client asked for its key. Written after the bucket and room
+        // registration (goim wrote it first), so a client that has its op 8 is already counted and reachable; pushes
+        // cannot overtake it: they hop to this loop and run after this function.
         nioMayHoldBytes = true
         output.writeAndFlush(
             NIOAny(Wire.packet(
-                operation: .authReply, version: version, sequence: sequence, body: nil, transport: transport,
+                operation: .authReply, version: version, sequence: sequence,
+                body: returnKey ? AuthKeyRequest.replyBody(key: key) : nil, transport: transport,
                 allocator: channel.allocator)),
             promise: nil)
         let now = NIODeadline.now()

@@ -74,7 +74,7 @@ public struct AuthBody: Sendable, Equatable, Codable {
     }
 
     /// A JSON string literal; escapes what JSON requires (quote, backslash, control characters).
-    private static func appendString(_ string: String, to out: inout [UInt8]) {
+    static func appendString(_ string: String, to out: inout [UInt8]) {
         let hex = Array("0123456789abcdef".utf8)
         out.append(UInt8(ascii: "\""))
         for byte in string.utf8 {

@@ -108,6 +108,26 @@ extension CometSuite {
             }
         }
 
+        @Test("a client that asks (\"return_key\": true) gets its server-generated key in op 8 and can be pushed to by it; goim's clients get an empty op 8")
+        func returnKey() async throws {
+            try await withComet { comet in
+                let asking = try await GoIMClient.connect(port: comet.tcpPort, transport: .tcp)
+                let reply = try await asking.auth(
+                    token: ByteBuffer(string: #"{"mid":7,"room_id":"live://k","accepts":[1000],"return_key":true}"#))
+                #expect(reply.operation == .authReply)
+                let text = String(buffer: reply.body)
+                let key = try #require(text.wholeMatch(of: /\{"key":"([0-9a-f-]{36})"\}/)?.1)
+                try await comet.pushKeys([String(key)], body: "by-key")
+                #expect(String(buffer: try await asking.receive(1)[0].packet.body) == "by-key")
+
+                let plain = try await GoIMClient.connect(port: comet.wsPort, transport: .webSocket())
+                let goimReply = try await plain.auth(auth(mid: 8, key: ""))
+                #expect(goimReply.body.readableBytes == 0)
+                await asking.close()
+                await plain.close()
+            }
+        }
+
         @Test("heartbeat timeout closes the connection and calls Disconnect exactly once")
         func heartbeatTimeout() async throws {
             let logic = TestLogic(heartbeat: { key in key == "short" ? 300_000_000 : 480_000_000_000 })
