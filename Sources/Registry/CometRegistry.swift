@@ -35,6 +35,14 @@ public struct CometRegistry: Sendable {
         }
     }
 
+    /// The live record of `hostname`, if any.
+    public func instance(hostname: String) async throws -> CometInstance? {
+        let reply = try await redis.send(RedisCommand("GET", [.string(key(hostname))]))
+        if case .error(let message) = reply { throw RegistryError.redis(message) }
+        guard let bytes = reply.bytes else { return nil }
+        return try? JSONDecoder().decode(CometInstance.self, from: Data(bytes.readableBytesView))
+    }
+
     /// Removes `hostname` at once (graceful shutdown).
     public func deregister(hostname: String) async throws {
         _ = try await redis.pipeline([
@@ -75,10 +83,15 @@ public struct CometRegistry: Sendable {
 
 public enum RegistryError: Error, CustomStringConvertible {
     case redis(String)
+    /// Another live comet is registered under the same host name (with another gRPC address).
+    case duplicateHostname(String, otherRPCAddress: String)
 
     public var description: String {
         switch self {
         case .redis(let message): "cluster registry: Redis replied with an error: \(message)"
+        case .duplicateHostname(let hostname, let other):
+            "cluster registry: another comet is registered as \"\(hostname)\" (gRPC \(other)); its routing and pushes "
+                + "would be mixed up with this one's. Give every comet its own env.host (GOIM_ENV_HOST)"
         }
     }
 }

@@ -4,7 +4,9 @@ import ServiceLifecycle
 
 /// Keeps one comet registered while it runs: writes its record at once, refreshes it every `refresh`
 /// (with fresh connection counts from `snapshot`), and removes it on graceful shutdown so logic and job
-/// stop using it immediately rather than after the TTL.
+/// stop using it immediately rather than after the TTL. Before its first write it refuses to take over a live record
+/// of another comet with the same host name (another gRPC address): the service fails and the comet stops. A record
+/// with the same address is this comet's own from before a restart.
 public struct RegistrationService: Service {
     let registry: CometRegistry
     let refresh: Duration
@@ -19,16 +21,25 @@ public struct RegistrationService: Service {
     }
 
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
+        // A duplicate host name ends the service here, before the deregistration below: the record is the other comet's.
+        try await cancelWhenGracefulShutdown {
             var registered = false
             while !Task.isCancelled {
                 let instance = snapshot()
                 do {
+                    if !registered, let other = try await registry.instance(hostname: instance.hostname),
+                        other.rpcAddress != instance.rpcAddress
+                    {
+                        throw RegistryError.duplicateHostname(instance.hostname, otherRPCAddress: other.rpcAddress)
+                    }
                     try await registry.register(instance)
                     if !registered {
                         logger.info("registered in the cluster registry", metadata: ["goim.server": "\(instance.hostname)"])
                         registered = true
                     }
+                } catch let error as RegistryError {
+                    if case .duplicateHostname = error { throw error }
+                    logger.warning("cluster registry refresh failed; retrying", metadata: ["error": "\(error)"])
                 } catch {
                     logger.warning("cluster registry refresh failed; retrying", metadata: ["error": "\(error)"])
                 }

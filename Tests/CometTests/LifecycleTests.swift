@@ -102,6 +102,50 @@ extension CometSuite {
             }
         }
 
+        @Test("a second comet with a live comet's host name stops with a clear error and leaves the record alone; its own record from before a restart does not stop it")
+        func duplicateHostname() async throws {
+            let redisServer = try await TestServers.redis()
+            defer { redisServer.stopInBackground() }
+            let redis = RedisClient(configuration: RedisConfiguration(port: redisServer.port, connectTimeout: .seconds(5)))
+            let registry = CometRegistry(redis: redis, configuration: RegistrySection())
+            let other = CometInstance(hostname: "test-comet", rpcAddress: "10.9.8.7:3109")
+            try await registry.register(other)
+            let port = redisServer.port
+            var options = CometServer.Options()
+            options.sweepInterval = .milliseconds(50)
+            await #expect {
+                try await withComet(
+                    options: options,
+                    configure: {
+                        $0.redis.addr = HostPort(host: "127.0.0.1", port: port)
+                        $0.registry.refresh = .milliseconds(200)
+                    }
+                ) { comet in
+                    // The comet stops itself once registration finds the other record: its listeners close.
+                    try await waitUntil("the comet to stop", timeout: .seconds(15)) {
+                        !ServerProcess.canConnect(port: comet.tcpPort)
+                    }
+                }
+            } throws: { error in
+                "\(error)".contains("GOIM_ENV_HOST")
+            }
+            #expect(try await registry.instance(hostname: "test-comet")?.rpcAddress == "10.9.8.7:3109")
+
+            // The same gRPC address: a restarted comet finding its own record starts as usual.
+            let rpcPort = TestServers.freePort()
+            try await registry.register(CometInstance(hostname: "test-comet", rpcAddress: "127.0.0.1:\(rpcPort)", connCount: 99))
+            try await withComet(
+                options: options,
+                configure: {
+                    $0.redis.addr = HostPort(host: "127.0.0.1", port: port)
+                    $0.registry.refresh = .milliseconds(200)
+                    $0.rpcServer.addr = HostPort(host: "127.0.0.1", port: rpcPort)
+                }
+            ) { _ in
+                try await waitUntilAsync { (try? await registry.instance(hostname: "test-comet"))?.connCount == 0 }
+            }
+        }
+
         @Test("the comet executable starts from a config file, serves a client and exits on SIGTERM")
         func executable() async throws {
             guard let path = try? TestServers.builtProductPath("comet") else {
