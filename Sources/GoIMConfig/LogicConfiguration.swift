@@ -18,6 +18,9 @@ public struct LogicConfiguration: Sendable, Equatable {
         public var rateBurst: Int = 2000
         /// Requests handled at once (all clients); over it: HTTP 429 at once. 0 = no cap.
         public var maxConcurrentRequests: Int = 4096
+        /// A connection that sends nothing for this long is closed (goim had none: idle and half-sent requests held
+        /// sockets forever).
+        public var idleTimeout: Duration = .seconds(60)
         /// Browser origins (`http://host:port`) allowed to call the API from a page (CORS), or `*` for any;
         /// empty (the default, as goim): no CORS headers, so pages of other origins cannot read the replies.
         public var corsOrigins: [String] = []
@@ -114,6 +117,7 @@ public struct LogicConfiguration: Sendable, Equatable {
         httpServer.rateBurst = h.int("rateBurst", default: d.httpServer.rateBurst, in: 1...1_000_000)
         httpServer.maxConcurrentRequests = h.int(
             "maxConcurrentRequests", default: d.httpServer.maxConcurrentRequests, in: 0...1_000_000)
+        httpServer.idleTimeout = h.duration("idleTimeout", default: d.httpServer.idleTimeout, minimum: .milliseconds(100))
         for origin in httpServer.corsOrigins where !Self.isCORSOrigin(origin) {
             h.invalid("corsOrigins", "\"\(origin)\"", "expected \"*\" or an origin such as \"http://127.0.0.1:1999\" (scheme://host[:port], no path)")
         }

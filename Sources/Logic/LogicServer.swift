@@ -83,6 +83,7 @@ public final class LogicServer: Sendable {
                     limits: .init(
                         ratePerIP: configuration.httpServer.rateLimit, burstPerIP: configuration.httpServer.rateBurst,
                         maxConcurrentRequests: configuration.httpServer.maxConcurrentRequests))),
+            server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.httpServer.idleTimeout))),
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.httpServer.addr.host, port: configuration.httpServer.addr.port)),
             onServerRunning: { channel in

@@ -76,6 +76,22 @@ struct HTTPAdmissionServerTests {
         return nil
     }
 
+    @Test("a connection that sends nothing (or half a request) is closed after httpServer.idleTimeout")
+    func idleConnectionsAreClosed() async throws {
+        try await LogicHarness.run({ $0.httpServer.idleTimeout = .milliseconds(500) }) { h in
+            for partial in ["", "POST /goim/push/all?operation=1 HTTP/1.1\r\nHost: x\r\n"] {
+                let fd = try LoopbackSocket.connect(port: h.httpPort, receiveTimeout: 5)
+                defer { close(fd) }
+                _ = partial.withCString { send(fd, $0, strlen($0), 0) }
+                let started = ContinuousClock.now
+                var byte: UInt8 = 0
+                let received = recv(fd, &byte, 1, 0)
+                #expect(received == 0 || (received < 0 && errno == ECONNRESET), "still open after \(ContinuousClock.now - started)")
+                #expect(ContinuousClock.now - started < .seconds(4))
+            }
+        }
+    }
+
     @Test("a client over its rate gets HTTP 429 in goim's envelope with Retry-After; loopback and /health are not limited")
     func rateLimitedOverHTTP() async throws {
         let ip = try #require(Self.externalIPv4(), "this machine has no IPv4 address besides loopback")
