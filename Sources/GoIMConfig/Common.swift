@@ -149,6 +149,8 @@ public struct NATSSection: Sendable, Equatable {
     /// How long the stream remembers push message ids: a push retried with the same `Idempotency-Key` within it is
     /// stored (and delivered) once. JetStream's default is 2 min.
     public var duplicateWindow: Duration = .seconds(120)
+    /// logic: pushes waiting for their JetStream ack at once; more get HTTP 503 at once (NATS slow or away).
+    public var maxPendingPublishes: Int = 4096
     public var connectTimeout: Duration = .seconds(2)
 
     public init() {}
@@ -187,6 +189,7 @@ public struct NATSSection: Sendable, Equatable {
         maxBytes = s.int("maxBytes", default: d.maxBytes, in: 1024...Int.max)
         replicas = s.int("replicas", default: d.replicas, in: 1...5)
         duplicateWindow = s.duration("duplicateWindow", default: d.duplicateWindow, minimum: .seconds(1))
+        maxPendingPublishes = s.int("maxPendingPublishes", default: d.maxPendingPublishes, in: 1...1_000_000)
         if duplicateWindow > maxAge {
             s.invalid("duplicateWindow", GoDuration.format(duplicateWindow), "must not be longer than nats.maxAge (\(GoDuration.format(maxAge)))")
         }

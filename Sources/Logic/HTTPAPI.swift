@@ -358,6 +358,12 @@ public struct LogicHTTPResponder: HTTPResponder {
 
     /// -400 and -401 carry their HTTP status; -500 is sent with 200, as goim does.
     static func failure(_ error: LogicError) -> Response {
+        if case .queueOverloaded = error {
+            // Not a goim condition: HTTP 503 and Retry-After tell callers to back off (goim's -500 code is kept).
+            var response = json(envelope(code: error.code, message: error.message, data: nil), status: .serviceUnavailable)
+            response.headers[.retryAfter] = "1"
+            return response
+        }
         let status: HTTPResponse.Status =
             switch error.code {
             case -400: .badRequest

@@ -3,6 +3,7 @@ import GoIMConfig
 import GoIMProtocol
 import GoIMRPC
 import Logging
+import Primitives
 
 /// Logic's operations, shared by the gRPC service (comets) and the HTTP API (applications). Everything it
 /// touches sits behind a protocol: `RoutingStore` / `OnlineStore` (Redis), `PushQueue` (NATS JetStream),
@@ -17,10 +18,17 @@ public struct LogicCore: Sendable {
     public let sessionHeartbeat: Duration
     let logger: Logger
 
+    /// Publishes waiting for their queue's ack at once; more are refused at once (`LogicError.queueOverloaded`), so a
+    /// slow or absent NATS costs bounded memory instead of a growing pile of waiting requests.
+    let maxPendingPublishes: Int
+    private let publishSlots: AsyncSemaphore
+
     public init(
         routing: any RoutingStore, online: any OnlineStore, queue: any PushQueue, authenticator: any Authenticator,
-        cluster: ClusterState, sessionHeartbeat: Duration, logger: Logger
+        cluster: ClusterState, sessionHeartbeat: Duration, logger: Logger, maxPendingPublishes: Int = 4096
     ) {
+        self.maxPendingPublishes = maxPendingPublishes
+        self.publishSlots = AsyncSemaphore(permits: maxPendingPublishes)
         self.routing = routing
         self.online = online
         self.queue = queue
@@ -158,7 +166,7 @@ public struct LogicCore: Sendable {
         push.operation = operation
         push.room = Self.roomKey(type: type, room: room)
         push.msg = message
-        try await queue.publish(push, id: Self.messageID(idempotencyKey, "room"))
+        try await publish(push, id: Self.messageID(idempotencyKey, "room"))
     }
 
     /// One BROADCAST message.
@@ -168,7 +176,7 @@ public struct LogicCore: Sendable {
         push.operation = operation
         push.speed = speed
         push.msg = message
-        try await queue.publish(push, id: Self.messageID(idempotencyKey, "all"))
+        try await publish(push, id: Self.messageID(idempotencyKey, "all"))
     }
 
     /// Publishes one PUSH message per comet, all at once, and returns when every one was acknowledged.
@@ -186,14 +194,13 @@ public struct LogicCore: Sendable {
         }
         switch messages.count {
         case 0: return
-        case 1: try await queue.publish(messages[0], id: "\(id)/\(messages[0].server)")
+        case 1: try await publish(messages[0], id: "\(id)/\(messages[0].server)")
         default:
-            let queue = self.queue
             let failures = await withTaskGroup(of: (String, String)?.self) { group in
                 for push in messages {
                     group.addTask {
                         do {
-                            try await queue.publish(push, id: "\(id)/\(push.server)")
+                            try await self.publish(push, id: "\(id)/\(push.server)")
                             return nil
                         } catch {
                             return (push.server, (error as? LogicError)?.message ?? "\(error)")
@@ -210,6 +217,13 @@ public struct LogicCore: Sendable {
             if failures.count == messages.count { throw LogicError.queueUnavailable(Self.stripPrefix(first.1)) }
             throw LogicError.partialPush(failed: failures.map(\.0), reason: Self.stripPrefix(first.1))
         }
+    }
+
+    /// One publish, counted against `maxPendingPublishes`.
+    private func publish(_ push: Goim_Logic_PushMsg, id: String) async throws {
+        guard publishSlots.tryAcquire(upTo: 1) == 1 else { throw LogicError.queueOverloaded(limit: maxPendingPublishes) }
+        defer { publishSlots.release() }
+        try await queue.publish(push, id: id)
     }
 
     private static func stripPrefix(_ message: String) -> String {

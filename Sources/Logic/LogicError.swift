@@ -17,6 +17,8 @@ public enum LogicError: Error, Equatable, CustomStringConvertible, Sendable {
     case queueUnavailable(String)
     /// Some push groups were acknowledged and others failed: `failed` names the comets whose group failed.
     case partialPush(failed: [String], reason: String)
+    /// `limit` publishes already wait for their JetStream ack (NATS slow or away): refused at once, not queued.
+    case queueOverloaded(limit: Int)
 
     public var message: String {
         switch self {
@@ -29,6 +31,8 @@ public enum LogicError: Error, Equatable, CustomStringConvertible, Sendable {
         case .queueUnavailable(let reason): "nats unavailable: \(reason)"
         case .partialPush(let failed, let reason):
             "nats unavailable: push to \(failed.count) comet(s) failed (\(failed.joined(separator: ", "))): \(reason)"
+        case .queueOverloaded(let limit):
+            "nats overloaded: \(limit) pushes already wait for their JetStream ack (nats.maxPendingPublishes); retry later"
         }
     }
 
@@ -39,7 +43,7 @@ public enum LogicError: Error, Equatable, CustomStringConvertible, Sendable {
         switch self {
         case .badParameter, .bodyTooLarge, .bodyUnreadable, .authenticationFailed: -400
         case .unauthorized: -401
-        case .redisUnavailable, .queueUnavailable, .partialPush: -500
+        case .redisUnavailable, .queueUnavailable, .partialPush, .queueOverloaded: -500
         }
     }
 

@@ -83,6 +83,7 @@ public struct LogicRPCService: Goim_Logic_Logic.SimpleServiceProtocol {
         case .authenticationFailed, .unauthorized: code = .unauthenticated
         case .badParameter, .bodyTooLarge, .bodyUnreadable: code = .invalidArgument
         case .redisUnavailable, .queueUnavailable, .partialPush: code = .unavailable
+        case .queueOverloaded: code = .resourceExhausted
         }
         if code == .unavailable {
             logger.warning("\(method) failed", metadata: ["error": "\(error.message)"])

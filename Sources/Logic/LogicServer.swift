@@ -50,7 +50,8 @@ public final class LogicServer: Sendable {
         let authenticator = try await JWTAuthenticator.make(configuration.auth)
         let core = LogicCore(
             routing: routing, online: online, queue: queue, authenticator: authenticator, cluster: cluster,
-            sessionHeartbeat: configuration.sessionHeartbeat, logger: logger)
+            sessionHeartbeat: configuration.sessionHeartbeat, logger: logger,
+            maxPendingPublishes: configuration.nats.maxPendingPublishes)
         let port = OnceValue<Int>()
         self.boundHTTPPort = port
         self.configuration = configuration

@@ -72,6 +72,32 @@ struct OutageTests {
         }
     }
 
+    @Test("While NATS does not ack, pushes beyond nats.maxPendingPublishes are refused at once; the waiting ones finish when it acks")
+    func boundedPendingPublishes() async throws {
+        let queue = StalledQueue()
+        let core = LogicCore(
+            routing: FixedRouting(), online: NoOnline(), queue: queue, authenticator: GoIMAuthenticator(),
+            cluster: ClusterState(node: LogicConfiguration().node, backoff: LogicConfiguration().backoff, regions: [:]),
+            sessionHeartbeat: .seconds(480), logger: .init(label: "t"), maxPendingPublishes: 2)
+        let waiting = (0..<2).map { index in
+            Task { try await core.pushRoom(operation: 1, type: "live", room: "\(index)", message: Data()) }
+        }
+        try await waitUntil("two publishes waiting") { queue.waiting.withLock { $0.count } == 2 }
+        await #expect(throws: LogicError.queueOverloaded(limit: 2)) {
+            try await core.pushAll(operation: 1, speed: 0, message: Data())
+        }
+        let response = LogicHTTPResponder.failure(.queueOverloaded(limit: 2))
+        #expect(response.status == .serviceUnavailable)
+        #expect(response.headers[.retryAfter] == "1")
+        queue.release()
+        for task in waiting { try await task.value }
+        // Room again: the next one waits instead of being refused.
+        let next = Task { try await core.pushAll(operation: 1, speed: 0, message: Data()) }
+        try await waitUntil("the next publish waiting") { queue.waiting.withLock { $0.count } == 1 }
+        queue.release()
+        try await next.value
+    }
+
     @Test("Pushes to several comets report the comets whose group failed")
     func partialFailure() async throws {
         let queue = FlakyQueue(failing: ["b"])
@@ -88,6 +114,22 @@ struct OutageTests {
         }
         #expect(queue.published.withLock { $0.map(\.server) } == ["a"])
     }
+}
+
+/// A queue whose publishes wait until released (NATS that does not ack).
+final class StalledQueue: PushQueue {
+    let waiting = Synchronization.Mutex<[CheckedContinuation<Void, Never>]>([])
+
+    func publish(_ message: Goim_Logic_PushMsg, id: String) async throws {
+        await withCheckedContinuation { continuation in waiting.withLock { $0.append(continuation) } }
+    }
+
+    func release() {
+        for continuation in waiting.withLock({ list in defer { list = [] }; return list }) { continuation.resume() }
+    }
+
+    func publishUpstream(_ request: Goim_Logic_ReceiveReq) async throws {}
+    func ping() async throws {}
 }
 
 /// Test doubles for the one test that needs a queue failing for one comet only.
