@@ -111,6 +111,10 @@ struct JobEndToEndTests {
             let tcp = try await one.client(mid: 1, key: "key-1", room: "live://1000", accepts: [1000, 1001])
             let ws = try await two.client(webSocket: true, mid: 2, key: "key-2", room: "live://1000", accepts: [1000, 1001])
             let other = try await two.client(mid: 3, key: "key-3", room: "live://2000", accepts: [1001])
+            // Publish only once job knows both comets: room and broadcast messages go to the comets job knows.
+            try #require(
+                await eventually { job.pool.comet("comet-1") != nil && job.pool.comet("comet-2") != nil },
+                "job did not find both comets")
 
             try await harness.publish(.push(server: "comet-2", keys: ["key-2"], "to-key-2", operation: 1000))
             let keyPush = try await ws.pushes(1)
