@@ -173,15 +173,31 @@ let targets: [Target] = [
             "NATS", "ServiceRuntime", "TestSupport", nio, nioPosix, grpcCore, grpcHTTP2,
         ]
     ),
+    // A whole cluster of the built executables as separate processes, with goim clients: shared by StackTests and
+    // FaultTests.
+    .target(
+        name: "StackHarness",
+        dependencies: [
+            "GoIMClient", "GoIMProtocol", "TestSupport", nio,
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ],
+        path: "Tests/StackHarness"
+    ),
     // The executables as separate processes, end to end (with goim clients against them).
     .testTarget(
         name: "StackTests",
         dependencies: [
-            "GoIMClient", "GoIMProtocol", "TestSupport", nio, nioPosix,
+            "GoIMClient", "GoIMProtocol", "StackHarness", "TestSupport", nio, nioPosix,
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "JWTKit", package: "jwt-kit"),
         ]
+    ),
+    // Faults injected into a running cluster (processes killed, stopped, restarted), with a delivery checker.
+    .testTarget(
+        name: "FaultTests",
+        dependencies: ["GoIMClient", "GoIMProtocol", "StackHarness", "TestSupport", nio]
     ),
 ]
 

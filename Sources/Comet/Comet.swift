@@ -18,6 +18,9 @@ final class Counters: Sendable {
     let authFailures = ManagedAtomic<Int>(0)
     let handshakeTimeouts = ManagedAtomic<Int>(0)
     let heartbeatTimeouts = ManagedAtomic<Int>(0)
+    let credentialExpiries = ManagedAtomic<Int>(0)
+    let credentialRefreshes = ManagedAtomic<Int>(0)
+    let credentialRefreshFailures = ManagedAtomic<Int>(0)
     let protocolErrors = ManagedAtomic<Int>(0)
     let watchLimitCloses = ManagedAtomic<Int>(0)
     let ignoredBeforeAuth = ManagedAtomic<Int>(0)
@@ -54,6 +57,11 @@ public struct CometStatistics: Sendable, Equatable {
     public var authFailures: Int
     public var handshakeTimeouts: Int
     public var heartbeatTimeouts: Int
+    /// Connections closed because their credential (a JWT's `exp`) ran out without a refresh.
+    public var credentialExpiries: Int = 0
+    /// Op 18 refreshes that Logic accepted, and those it refused (or could not answer).
+    public var credentialRefreshes: Int = 0
+    public var credentialRefreshFailures: Int = 0
     /// Connections closed for malformed input (bad header, oversized packet, bad WebSocket framing).
     public var protocolErrors: Int
     /// Connections closed for watching more than `protocol.maxWatchOps` operations.
@@ -420,6 +428,9 @@ final class Comet: Sendable {
             authenticated: c.authenticated.load(ordering: .relaxed), authFailures: c.authFailures.load(ordering: .relaxed),
             handshakeTimeouts: c.handshakeTimeouts.load(ordering: .relaxed),
             heartbeatTimeouts: c.heartbeatTimeouts.load(ordering: .relaxed),
+            credentialExpiries: c.credentialExpiries.load(ordering: .relaxed),
+            credentialRefreshes: c.credentialRefreshes.load(ordering: .relaxed),
+            credentialRefreshFailures: c.credentialRefreshFailures.load(ordering: .relaxed),
             protocolErrors: c.protocolErrors.load(ordering: .relaxed),
             watchLimitCloses: c.watchLimitCloses.load(ordering: .relaxed),
             ignoredBeforeAuth: c.ignoredBeforeAuth.load(ordering: .relaxed), replaced: c.replaced.load(ordering: .relaxed),

@@ -1,4 +1,6 @@
 import struct Foundation.Data
+import struct Foundation.Date
+import GRPCCore
 import GoIMProtocol
 import GoIMRPC
 import Logging
@@ -54,9 +56,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private(set) var state = State.awaitingAuth
     /// Where outbound bytes go (nil before the pipeline is ready and after close).
     var output: ChannelHandlerContext?
-    /// Handshake deadline until authenticated, then heartbeat deadline.
+    /// Handshake deadline until authenticated, then the earlier of the heartbeat deadline and the credential's expiry.
     var deadline: NIODeadline
     private var heartbeatTimeout = TimeAmount.zero
+    private var heartbeatDeadline = NIODeadline.distantFuture
+    /// When the credential (a JWT's `exp`) runs out, unless the client refreshes it with op 18; `distantFuture` when it
+    /// never does (goim mode). Folded into `deadline`, so the sweep enforces it: no timer per connection.
+    private var credentialDeadline = NIODeadline.distantFuture
+    /// The credential's expiry as Logic gave it (Unix seconds, 0 = never), for logs.
+    private var expiresAt: Int64 = 0
     /// When Logic `Connect` was called (to detect a racing Disconnect of the same key).
     private var connectStarted = NIODeadline.distantPast
     private var nextSessionRefresh = NIODeadline.distantFuture
@@ -346,8 +354,18 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 level: .warning)
             return
         }
+        if reply.expiresAt > 0, Self.deadline(forUnixTime: reply.expiresAt) <= .now() {
+            comet.counters.increment(\.credentialExpiries)
+            if comet.buckets.entry(for: reply.key) == nil {
+                comet.disconnect(mid: reply.mid, key: reply.key, connection: id)
+            }
+            close(reason: "credential expired (exp \(reply.expiresAt)) before the connection opened")
+            return
+        }
         mid = reply.mid
         key = reply.key
+        expiresAt = reply.expiresAt
+        if expiresAt > 0 { credentialDeadline = Self.deadline(forUnixTime: expiresAt) }
         watch = WatchSet(reply.accepts)
         heartbeatTimeout = reply.heartbeat > 0 ? .nanoseconds(reply.heartbeat) : Comet.defaultHeartbeat
         whitelisted = comet.whitelist.contains(mid)
@@ -374,7 +392,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 allocator: channel.allocator)),
             promise: nil)
         let now = NIODeadline.now()
-        deadline = now + heartbeatTimeout
+        heartbeatDeadline = now + heartbeatTimeout
+        deadline = min(heartbeatDeadline, credentialDeadline)
         nextSessionRefresh = now + comet.randomSessionRefresh()
         comet.logger.debug("authenticated", metadata: logMetadata)
         trace(
@@ -403,7 +422,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         switch packet.operation {
         case .heartbeat:
             let now = NIODeadline.now()
-            deadline = now + heartbeatTimeout  // only op 2 re-arms the timeout, as in goim
+            heartbeatDeadline = now + heartbeatTimeout  // only op 2 re-arms the timeout, as in goim
+            deadline = min(heartbeatDeadline, credentialDeadline)
             let online = room?.info.reportedOnline ?? 0
             write(Wire.heartbeatReply(
                 online: online, version: packet.version, sequence: packet.sequence, transport: transport,
@@ -434,6 +454,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 watch.remove(contentsOf: ops)
             }
             reply(to: packet, operation: .unsubReply, body: packet.body)
+        case .tokenRefresh:
+            refreshToken(packet)
         default:
             forwardToLogic(packet)
             reply(to: packet, operation: packet.operation, body: nil)
@@ -475,6 +497,76 @@ final class ConnectionHandler: ChannelDuplexHandler {
                     metadata: ["goim.conn": "\(id)", "goim.mid": "\(mid)", "goim.key": "\(key)", "error": "\(error)"])
             }
         }
+    }
+
+    /// Op 18: Logic verifies the fresh token (same member, same key); the connection then lives until the new
+    /// expiry. The answer is op 19 (`TokenRefreshReply`), ver/seq echoed. One refresh at a time per connection: the
+    /// Logic call counts as a Receive in flight, so a client flooding op 18 pauses its own reading.
+    private func refreshToken(_ packet: Packet) {
+        receivesInFlight += 1
+        if receivesInFlight >= Self.maxReceivesInFlight { pause(.logic) }
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        let (logic, server, mid, key) = (comet.logic, comet.server, mid, key)
+        let token = Data(packet.body.readableBytesView)
+        let (version, sequence) = (packet.version, packet.sequence)
+        comet.logicCalls.spawn(limited: false) {
+            let result: Result<Int64, any Error>
+            do {
+                result = .success(try await logic.refreshToken(mid: mid, key: key, server: server, token: token))
+            } catch {
+                result = .failure(error)
+            }
+            bound.eventLoop.execute {
+                bound.value.tokenRefreshed(result, version: version, sequence: sequence)
+            }
+        }
+    }
+
+    private func tokenRefreshed(_ result: Result<Int64, any Error>, version: Int16, sequence: Int32) {
+        receivesInFlight -= 1
+        if receivesInFlight < Self.maxReceivesInFlight { resume(.logic) }
+        guard state == .open else { return }
+        let body: ByteBuffer
+        switch result {
+        case .success(let newExpiry):
+            comet.counters.increment(\.credentialRefreshes)
+            expiresAt = newExpiry
+            credentialDeadline = newExpiry > 0 ? Self.deadline(forUnixTime: newExpiry) : .distantFuture
+            deadline = min(heartbeatDeadline, credentialDeadline)
+            body = TokenRefreshReply.accepted(expiresAt: newExpiry)
+            trace("token refreshed: expires_at \(newExpiry)")
+        case .failure(let error):
+            comet.counters.increment(\.credentialRefreshFailures)
+            let (code, message) = Self.refreshFailure(error)
+            body = TokenRefreshReply.failed(code: code, message: message)
+            comet.logger.info("token refresh refused", metadata: logMetadata.merging(["error": "\(message)"]) { $1 })
+        }
+        write(Wire.packet(
+            operation: .tokenRefreshReply, version: version, sequence: sequence, body: body, transport: transport,
+            allocator: channel.allocator))
+        flushIfNeeded()
+    }
+
+    /// The op 19 code and message for a failed refresh: a refused token, or refresh not available.
+    static func refreshFailure(_ error: any Error) -> (Int, String) {
+        if let error = error as? RPCError {
+            switch error.code {
+            case .unauthenticated, .invalidArgument, .permissionDenied:
+                return (TokenRefreshReply.refused, error.message)
+            case .unimplemented:
+                return (TokenRefreshReply.unavailable, "token refresh is not available: logic does not serve it")
+            default:
+                return (TokenRefreshReply.unavailable, "token refresh is not available right now: \(error.code)")
+            }
+        }
+        return (TokenRefreshReply.unavailable, "token refresh is not available right now")
+    }
+
+    /// A wall-clock Unix time as a monotonic deadline (NIO's deadlines are monotonic).
+    static func deadline(forUnixTime seconds: Int64) -> NIODeadline {
+        let remaining = Double(seconds) - Date().timeIntervalSince1970
+        guard remaining > 0 else { return .now() }
+        return .now() + .nanoseconds(Int64(min(remaining, 100 * 365 * 86_400) * 1e9))
     }
 
     private func forwardToLogic(_ packet: Packet) {
@@ -578,8 +670,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     // MARK: closing
 
-    /// The sweep found `deadline` passed.
-    func expire() {
+    /// The sweep found `deadline` passed (`now` is the sweep's time).
+    func expire(now: NIODeadline) {
         if closeReceived, state != .closed {
             close(reason: "WebSocket close handshake: the client did not take our Close frame in time")
             return
@@ -588,6 +680,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         case .awaitingAuth, .authenticating:
             comet.counters.increment(\.handshakeTimeouts)
             close(reason: "handshake timeout: no successful auth within \(comet.configuration.proto.handshakeTimeout)")
+        case .open where credentialDeadline < now:
+            comet.counters.increment(\.credentialExpiries)
+            close(reason: "credential expired (exp \(expiresAt)) and was not refreshed (op 18)")
         case .open:
             comet.counters.increment(\.heartbeatTimeouts)
             close(reason: "heartbeat timeout: no heartbeat within \(heartbeatTimeout.nanoseconds / 1_000_000) ms")

@@ -48,7 +48,7 @@ final class LoopState {
         connection.sweepIndex = -1
     }
 
-    /// Closes connections past their deadline (handshake or heartbeat). One pass per sweep interval over this
+    /// Closes connections past their deadline (handshake, heartbeat or credential expiry). One pass per sweep interval over this
     /// loop's connections replaces goim's per-connection timers.
     func sweep(now: NIODeadline) {
         var expired: [ConnectionHandler] = []
@@ -56,7 +56,7 @@ final class LoopState {
             expired.append(connection)
         }
         // Closing mutates `connections`, so close after the pass.
-        for connection in expired { connection.expire() }
+        for connection in expired { connection.expire(now: now) }
     }
 
     // MARK: rooms

@@ -232,6 +232,15 @@ public final class GoIMClient: Sendable {
             timeout: timeout)
     }
 
+    /// Sends op 18 (swift-goim's token refresh) with a fresh token and returns the op 19 reply (its body is JSON
+    /// `{"code":0,"expires_at":...}` or `{"code":-401,"message":"..."}`).
+    @discardableResult
+    public func refreshToken(_ token: ByteBuffer, sequence: Int32 = 1, timeout: Duration = .seconds(10)) async throws -> Packet {
+        try await request(
+            Packet(version: 1, operation: .tokenRefresh, sequence: sequence, body: token), replyOperation: .tokenRefreshReply,
+            timeout: timeout)
+    }
+
     /// Sends op 2 and returns the online count of the op 3 reply.
     @discardableResult
     public func heartbeat(version: Int16 = 1, sequence: Int32 = 1, timeout: Duration = .seconds(10)) async throws -> Int32 {

@@ -65,6 +65,9 @@ public struct LogicConfiguration: Sendable, Equatable {
         public var jwksFile: String = ""
         public var jwtIssuer: String = ""
         public var jwtAudience: String = ""
+        /// `goim` mode: let any client take over a connected key (goim's behaviour, bug 2). Off: only the member
+        /// holding the key may (security.md, "Connection keys in goim mode").
+        public var allowKeyTakeover = false
 
         public init() {}
     }
@@ -154,6 +157,7 @@ public struct LogicConfiguration: Sendable, Equatable {
         auth.jwksFile = a.string("jwksFile", default: "")
         auth.jwtIssuer = a.string("jwtIssuer", default: "")
         auth.jwtAudience = a.string("jwtAudience", default: "")
+        auth.allowKeyTakeover = a.bool("allowKeyTakeover", default: false)
         if auth.mode == "jwt" {
             switch auth.jwtAlgorithm {
             case "HS256" where auth.jwtSecret.isEmpty && auth.jwksFile.isEmpty:

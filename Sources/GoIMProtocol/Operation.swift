@@ -34,6 +34,10 @@ public struct Operation: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// Body: comma-separated ops to remove from the watch set (see ``WatchOps``).
     public static let unsub = Operation(16)
     public static let unsubReply = Operation(17)
+    /// swift-goim, not in goim: body = a fresh token (as in op 7); see ``TokenRefreshReply``.
+    public static let tokenRefresh = Operation(18)
+    /// swift-goim, not in goim: body = JSON ``TokenRefreshReply``.
+    public static let tokenRefreshReply = Operation(19)
 
     /// goim's name for the known operations, nil for business operations.
     public var name: String? {
@@ -56,6 +60,8 @@ public struct Operation: RawRepresentable, Hashable, Sendable, CustomStringConve
         case 15: "subReply"
         case 16: "unsub"
         case 17: "unsubReply"
+        case 18: "tokenRefresh"
+        case 19: "tokenRefreshReply"
         default: nil
         }
     }

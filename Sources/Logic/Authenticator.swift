@@ -7,16 +7,33 @@ import JWTKit
 /// Turns the auth body a comet forwards in `Connect` (the client's op 7 body) into the session's identity.
 /// Throws `LogicError.authenticationFailed` with a reason a person understands.
 public protocol Authenticator: Sendable {
-    func authenticate(token: [UInt8], cookie: String) async throws -> AuthBody
+    func authenticate(token: [UInt8], cookie: String) async throws -> Credential
+    /// Whether the auth body names the user without proving it (goim's mode): then a key that is already connected
+    /// is only taken over by the same user id (`LogicCore.connect`).
+    var identityIsClaimed: Bool { get }
+}
+
+/// Who a verified auth body says the client is, and until when.
+public struct Credential: Sendable, Equatable {
+    public var body: AuthBody
+    /// Unix seconds after which the connection must not live on without a refreshed token; 0 = never (goim mode).
+    public var expiresAt: Int64
+
+    public init(body: AuthBody, expiresAt: Int64 = 0) {
+        self.body = body
+        self.expiresAt = expiresAt
+    }
 }
 
 /// goim's behaviour: the body is JSON `{"mid","key","room_id","platform","accepts"}`, no credential check.
 public struct GoIMAuthenticator: Authenticator {
     public init() {}
 
-    public func authenticate(token: [UInt8], cookie: String) async throws -> AuthBody {
+    public var identityIsClaimed: Bool { true }
+
+    public func authenticate(token: [UInt8], cookie: String) async throws -> Credential {
         do {
-            return try AuthBody.decode(token)
+            return Credential(body: try AuthBody.decode(token))
         } catch {
             throw LogicError.authenticationFailed(error.description)
         }
@@ -99,7 +116,9 @@ public struct JWTAuthenticator: Authenticator {
         }
     }
 
-    public func authenticate(token body: [UInt8], cookie: String) async throws -> AuthBody {
+    public var identityIsClaimed: Bool { false }
+
+    public func authenticate(token body: [UInt8], cookie: String) async throws -> Credential {
         let token = try Self.extractToken(body)
         try checkHeader(token)
         let claims: Claims
@@ -128,7 +147,9 @@ public struct JWTAuthenticator: Authenticator {
         body.roomID = claims.roomID ?? ""
         body.platform = claims.platform ?? ""
         body.accepts = claims.accepts ?? []
-        return body
+        // `verify` made sure `exp` is there.
+        let expiresAt = claims.exp.map { Int64($0.value.timeIntervalSince1970.rounded(.down)) } ?? 0
+        return Credential(body: body, expiresAt: expiresAt)
     }
 
     /// The raw JWT, or the `token` field of a JSON object.

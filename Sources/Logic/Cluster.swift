@@ -175,28 +175,75 @@ public final class ClusterState: Sendable {
 /// Recomputes `ClusterState` every `online.refresh` (and once at start): reads the registry, then every
 /// registered comet's `ol_<hostname>` in one round trip, drops (and deletes) counts older than
 /// `online.staleAfter`, and sums the rest per room. A failed round keeps the previous state.
+///
+/// It also removes the sessions of a comet that left the registry without a graceful shutdown (killed, machine
+/// lost): goim left them until `redis.expire` (30 min), so mids pushes kept going to a dead comet and online counts
+/// by key stayed wrong. Only comets seen since this logic started are noticed; others' sessions expire as in goim.
 public struct OnlineRefresher: Service {
     let registry: CometRegistry
     let store: any OnlineStore
+    let routing: (any RoutingStore)?
     let cluster: ClusterState
     let refresh: Duration
     let staleAfter: Duration
     let logger: Logger
+    /// Sessions removed per round trip when purging a dead comet's.
+    static let purgeBatch = 1000
 
     public init(
-        registry: CometRegistry, store: any OnlineStore, cluster: ClusterState, refresh: Duration, staleAfter: Duration,
-        logger: Logger
+        registry: CometRegistry, store: any OnlineStore, routing: (any RoutingStore)? = nil, cluster: ClusterState,
+        refresh: Duration, staleAfter: Duration, logger: Logger
     ) {
         self.registry = registry
         self.store = store
+        self.routing = routing
         self.cluster = cluster
         self.refresh = refresh
         self.staleAfter = staleAfter
         self.logger = logger
     }
 
-    /// One round; throws when Redis fails.
-    public func refreshNow(now: Int64 = Int64(Date().timeIntervalSince1970)) async throws {
+    /// The comets this logic has seen, and since when each missing one has been missing.
+    struct Watch: Sendable {
+        var known: Set<String> = []
+        var missingSince: [String: ContinuousClock.Instant] = [:]
+    }
+
+    /// Purges the sessions of every known comet that has been missing from the registry for a whole `registry.ttl`
+    /// on top of the TTL its record already outlived. The wait keeps a comet that is only re-registering (Redis
+    /// restarted and lost the registry: every comet writes its record again within `registry.refresh`) from losing
+    /// the sessions its clients' heartbeats are re-creating meanwhile.
+    func purgeGone(_ watch: inout Watch, live: Set<String>, now: ContinuousClock.Instant = .now) async {
+        watch.known.formUnion(live)
+        for server in live { watch.missingSince[server] = nil }
+        guard let routing else { return }
+        var due: [String] = []
+        for server in watch.known.subtracting(live) {
+            let since = watch.missingSince[server] ?? now
+            watch.missingSince[server] = since
+            if now - since >= registry.ttl { due.append(server) }
+        }
+        for server in due.sorted() {
+            watch.known.remove(server)
+            watch.missingSince[server] = nil
+            do {
+                let registry = self.registry
+                let purged = try await routing.purgeSessions(server: server, batch: Self.purgeBatch) {
+                    try await registry.instance(hostname: server) == nil
+                }
+                logger.notice(
+                    "comet left the registry without deregistering: removed its sessions",
+                    metadata: ["goim.server": "\(server)", "goim.sessions": "\(purged)"])
+            } catch {
+                logger.warning("purging a gone comet's sessions failed; they expire with redis.expire",
+                    metadata: ["goim.server": "\(server)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// One round; throws when Redis fails. Returns the hostnames of the live comets.
+    @discardableResult
+    public func refreshNow(now: Int64 = Int64(Date().timeIntervalSince1970)) async throws -> Set<String> {
         let instances: [CometInstance]
         do {
             instances = try await registry.instances()
@@ -224,14 +271,17 @@ public struct OnlineRefresher: Service {
             try await store.deleteOnline(servers: stale)
         }
         cluster.update(roomCount: aggregate)
+        return Set(servers)
     }
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             var failing = false
+            var watch = Watch()
             while !Task.isCancelled {
                 do {
-                    try await refreshNow()
+                    let live = try await refreshNow()
+                    await purgeGone(&watch, live: live)
                     if failing { logger.info("online counts refreshed again") }
                     failing = false
                 } catch {

@@ -22,11 +22,15 @@ public struct LogicCore: Sendable {
     /// slow or absent NATS costs bounded memory instead of a growing pile of waiting requests.
     let maxPendingPublishes: Int
     private let publishSlots: AsyncSemaphore
+    /// goim mode without `auth.allowKeyTakeover`: a chosen key connected for another member is refused.
+    let checksChosenKeys: Bool
 
     public init(
         routing: any RoutingStore, online: any OnlineStore, queue: any PushQueue, authenticator: any Authenticator,
-        cluster: ClusterState, sessionHeartbeat: Duration, logger: Logger, maxPendingPublishes: Int = 4096
+        cluster: ClusterState, sessionHeartbeat: Duration, logger: Logger, maxPendingPublishes: Int = 4096,
+        allowKeyTakeover: Bool = false
     ) {
+        self.checksChosenKeys = authenticator.identityIsClaimed && !allowKeyTakeover
         self.maxPendingPublishes = maxPendingPublishes
         self.publishSlots = AsyncSemaphore(permits: maxPendingPublishes)
         self.routing = routing
@@ -43,28 +47,40 @@ public struct LogicCore: Sendable {
     /// Authenticates the auth body and stores the routing. As in goim, a Redis failure here is only logged:
     /// the client still connects (it gets room messages and broadcasts; key/mid pushes find it after its
     /// next session refresh).
-    public func connect(server: String, cookie: String, token: [UInt8]) async throws -> AuthBody {
+    public func connect(server: String, cookie: String, token: [UInt8]) async throws -> Credential {
         try await connect([ConnectRequest(server: server, cookie: cookie, token: token)])[0].get()
     }
 
     /// Authenticates each request, then stores every accepted session in one round trip. A failed store is logged
     /// and the connections are still accepted (goim's behaviour: the session is re-created by the next Heartbeat).
     /// One result per request, in order.
-    public func connect(_ requests: [ConnectRequest]) async -> [Result<AuthBody, any Error>] {
-        var results: [Result<AuthBody, any Error>] = []
+    ///
+    /// When the auth body only claims its user (goim mode), a key the client chose that is already connected for
+    /// another member is refused (`keyConflict`): goim let anyone kick a connection by naming its key.
+    public func connect(_ requests: [ConnectRequest]) async -> [Result<Credential, any Error>] {
+        var results: [Result<Credential, any Error>] = []
         results.reserveCapacity(requests.count)
-        var sessions: [Session] = []
-        sessions.reserveCapacity(requests.count)
+        var chosenKeys: [(result: Int, session: Session)] = []
         for request in requests {
             do {
                 guard !request.server.isEmpty else { throw LogicError.badParameter(parameter: "server", reason: "required") }
-                var body = try await authenticator.authenticate(token: request.token, cookie: request.cookie)
-                if body.key.isEmpty { body.key = UUID().uuidString.lowercased() }
-                sessions.append(Session(mid: body.mid, key: body.key, server: request.server))
-                results.append(.success(body))
+                var credential = try await authenticator.authenticate(token: request.token, cookie: request.cookie)
+                if credential.body.key.isEmpty {
+                    credential.body.key = UUID().uuidString.lowercased()
+                } else if checksChosenKeys {
+                    chosenKeys.append((results.count, Session(mid: credential.body.mid, key: credential.body.key, server: request.server)))
+                }
+                results.append(.success(credential))
             } catch {
                 results.append(.failure(error))
             }
+        }
+        if !chosenKeys.isEmpty { await refuseKeyConflicts(chosenKeys, in: &results) }
+        var sessions: [Session] = []
+        sessions.reserveCapacity(requests.count)
+        for (request, result) in zip(requests, results) {
+            guard case .success(let credential) = result else { continue }
+            sessions.append(Session(mid: credential.body.mid, key: credential.body.key, server: request.server))
         }
         do {
             try await routing.addMappings(sessions)
@@ -80,6 +96,34 @@ public struct LogicCore: Sendable {
             }
         }
         return results
+    }
+
+    /// Turns into failures the results whose chosen key is connected for another member. If Redis cannot answer,
+    /// the connections are let in (goim's behaviour, as for the store itself) and the failure is logged.
+    private func refuseKeyConflicts(_ chosen: [(result: Int, session: Session)], in results: inout [Result<Credential, any Error>]) async {
+        let held: [Bool]
+        do {
+            held = try await routing.keysHeldByOthers(chosen.map(\.session))
+        } catch {
+            logger.warning("connect: checking chosen keys failed; letting the connections in", metadata: ["error": "\(error)"])
+            return
+        }
+        for (item, isHeld) in zip(chosen, held) where isHeld {
+            results[item.result] = .failure(LogicError.keyConflict(key: item.session.key, mid: item.session.mid))
+        }
+    }
+
+    /// Verifies a fresh token for a connection that is open (op 18). The token must name the same member (and the same
+    /// key, when it names one); returns when the new token expires (Unix seconds; 0 = never).
+    public func refreshToken(mid: Int64, key: String, server: String, token: [UInt8]) async throws -> Int64 {
+        let credential = try await authenticator.authenticate(token: token, cookie: "")
+        guard credential.body.mid == mid else {
+            throw LogicError.authenticationFailed("the new token is for member \(credential.body.mid), the connection is member \(mid)")
+        }
+        guard credential.body.key.isEmpty || credential.body.key == key else {
+            throw LogicError.authenticationFailed("the new token names key \"\(credential.body.key)\", the connection is \"\(key)\"")
+        }
+        return credential.expiresAt
     }
 
     /// Removes many sessions in one round trip (a batched Disconnect); whether each `key_<key>` was removed.

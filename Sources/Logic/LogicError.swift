@@ -11,6 +11,8 @@ public enum LogicError: Error, Equatable, CustomStringConvertible, Sendable {
     case unauthorized(String)
     /// The auth body of `Connect` is not acceptable (bad JSON, bad or expired JWT, ...).
     case authenticationFailed(String)
+    /// goim mode: the client chose a key that is connected for another member (goim kicked that connection).
+    case keyConflict(key: String, mid: Int64)
     /// Redis could not be reached or answered with an error.
     case redisUnavailable(String)
     /// NATS could not be reached, or JetStream did not acknowledge.
@@ -27,6 +29,8 @@ public enum LogicError: Error, Equatable, CustomStringConvertible, Sendable {
         case .bodyUnreadable(let reason): "body: \(reason)"
         case .unauthorized(let reason): reason
         case .authenticationFailed(let reason): "authentication failed: \(reason)"
+        case .keyConflict(let key, let mid):
+            "authentication failed: key \"\(key)\" is connected for another member than \(mid); choose another key or let the server pick one"
         case .redisUnavailable(let reason): "redis unavailable: \(reason)"
         case .queueUnavailable(let reason): "nats unavailable: \(reason)"
         case .partialPush(let failed, let reason):
@@ -41,7 +45,7 @@ public enum LogicError: Error, Equatable, CustomStringConvertible, Sendable {
     /// goim's envelope code: -400 request error, -500 server error (plus -401 for the optional push token).
     public var code: Int {
         switch self {
-        case .badParameter, .bodyTooLarge, .bodyUnreadable, .authenticationFailed: -400
+        case .badParameter, .bodyTooLarge, .bodyUnreadable, .authenticationFailed, .keyConflict: -400
         case .unauthorized: -401
         case .redisUnavailable, .queueUnavailable, .partialPush, .queueOverloaded: -500
         }

@@ -16,15 +16,20 @@ public struct LogicRPCService: Goim_Logic_Logic.SimpleServiceProtocol {
     }
 
     public func connect(request: Goim_Logic_ConnectReq, context: ServerContext) async throws -> Goim_Logic_ConnectReply {
-        let body = try await rpc("Connect") {
+        let credential = try await rpc("Connect") {
             try await core.connect(server: request.server, cookie: request.cookie, token: [UInt8](request.token))
         }
+        return Self.reply(credential, heartbeat: Self.nanoseconds(core.sessionHeartbeat))
+    }
+
+    static func reply(_ credential: Credential, heartbeat: Int64) -> Goim_Logic_ConnectReply {
         var reply = Goim_Logic_ConnectReply()
-        reply.mid = body.mid
-        reply.key = body.key
-        reply.roomID = body.roomID
-        reply.accepts = body.accepts
-        reply.heartbeat = Self.nanoseconds(core.sessionHeartbeat)
+        reply.mid = credential.body.mid
+        reply.key = credential.body.key
+        reply.roomID = credential.body.roomID
+        reply.accepts = credential.body.accepts
+        reply.heartbeat = heartbeat
+        reply.expiresAt = credential.expiresAt
         return reply
     }
 
@@ -81,6 +86,7 @@ public struct LogicRPCService: Goim_Logic_Logic.SimpleServiceProtocol {
         let code: RPCError.Code
         switch error {
         case .authenticationFailed, .unauthorized: code = .unauthenticated
+        case .keyConflict: code = .alreadyExists
         case .badParameter, .bodyTooLarge, .bodyUnreadable: code = .invalidArgument
         case .redisUnavailable, .queueUnavailable, .partialPush: code = .unavailable
         case .queueOverloaded: code = .resourceExhausted
@@ -116,12 +122,8 @@ public struct LogicBatchRPCService: Swiftgoim_Logic_LogicBatch.SimpleServiceProt
         reply.results = results.map { result in
             var item = Swiftgoim_Logic_ConnectResult()
             switch result {
-            case .success(let body):
-                item.reply.mid = body.mid
-                item.reply.key = body.key
-                item.reply.roomID = body.roomID
-                item.reply.accepts = body.accepts
-                item.reply.heartbeat = heartbeat
+            case .success(let credential):
+                item.reply = LogicRPCService.reply(credential, heartbeat: heartbeat)
             case .failure(let error):
                 item.status = Self.status(LogicRPCService.rpcError(error, method: "ConnectBatch", logger: logger))
             }
@@ -170,5 +172,29 @@ public struct LogicBatchRPCService: Swiftgoim_Logic_LogicBatch.SimpleServiceProt
             status.message = "\(error)"
         }
         return status
+    }
+}
+
+/// `swiftgoim.logic.Session`: a comet verifies the fresh token a client sent in op 18 (`auth.mode = "jwt"`).
+public struct SessionRPCService: Swiftgoim_Logic_Session.SimpleServiceProtocol {
+    let core: LogicCore
+    let logger: Logger
+
+    public init(core: LogicCore, logger: Logger) {
+        self.core = core
+        self.logger = logger
+    }
+
+    public func refreshToken(request: Swiftgoim_Logic_RefreshTokenReq, context: ServerContext) async throws
+        -> Swiftgoim_Logic_RefreshTokenReply
+    {
+        do {
+            var reply = Swiftgoim_Logic_RefreshTokenReply()
+            reply.expiresAt = try await core.refreshToken(
+                mid: request.mid, key: request.key, server: request.server, token: [UInt8](request.token))
+            return reply
+        } catch {
+            throw LogicRPCService.rpcError(error, method: "RefreshToken", logger: logger)
+        }
     }
 }

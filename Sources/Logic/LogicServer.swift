@@ -51,7 +51,7 @@ public final class LogicServer: Sendable {
         let core = LogicCore(
             routing: routing, online: online, queue: queue, authenticator: authenticator, cluster: cluster,
             sessionHeartbeat: configuration.sessionHeartbeat, logger: logger,
-            maxPendingPublishes: configuration.nats.maxPendingPublishes)
+            maxPendingPublishes: configuration.nats.maxPendingPublishes, allowKeyTakeover: configuration.auth.allowKeyTakeover)
         let port = OnceValue<Int>()
         self.boundHTTPPort = port
         self.configuration = configuration
@@ -61,7 +61,8 @@ public final class LogicServer: Sendable {
         self.cluster = cluster
         self.core = core
         refresher = OnlineRefresher(
-            registry: CometRegistry(redis: redis, configuration: configuration.registry), store: online, cluster: cluster,
+            registry: CometRegistry(redis: redis, configuration: configuration.registry), store: online, routing: routing,
+            cluster: cluster,
             refresh: configuration.online.refresh, staleAfter: configuration.online.staleAfter, logger: logger)
         // Accepts gzip and deflate requests (the default): goim's comet gzips RenewOnline.
         var rpcOptions = GRPCServerService.Options()
@@ -74,7 +75,10 @@ public final class LogicServer: Sendable {
         ]
         grpc = GRPCServerService(
             name: "goim.logic.Logic", address: configuration.rpcServer.addr,
-            services: [LogicRPCService(core: core, logger: logger), LogicBatchRPCService(core: core, logger: logger)],
+            services: [
+                LogicRPCService(core: core, logger: logger), LogicBatchRPCService(core: core, logger: logger),
+                SessionRPCService(core: core, logger: logger),
+            ],
             options: rpcOptions, logger: logger)
         http = Application(
             responder: LogicHTTPResponder(

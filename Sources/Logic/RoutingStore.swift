@@ -4,7 +4,9 @@ import NIOCore
 import Redis
 
 /// Where sessions live: which comet (server) holds a connection key, and which keys a member (mid) has.
-/// goim's names and types: `mid_<mid>` hash key → server, `key_<key>` string → server, both with a TTL.
+/// goim's names and types: `mid_<mid>` hash key → server, `key_<key>` string → server, both with a TTL. swift-goim
+/// adds `srv_<server>`, a set of `<mid>:<key>` per comet with the same TTL, so that a dead comet's sessions can be
+/// removed at once (`purgeSessions`) instead of lingering until they expire.
 public protocol RoutingStore: Sendable {
     /// Stores a new session (Connect).
     func addMapping(mid: Int64, key: String, server: String) async throws
@@ -26,6 +28,12 @@ public protocol RoutingStore: Sendable {
     func addMappings(_ sessions: [Session]) async throws
     /// `deleteMapping` for many sessions at once (a batched Disconnect); one result per session, in order.
     func deleteMappings(_ sessions: [Session]) async throws -> [Bool]
+    /// For each session: whether its key is live (`key_<key>` exists) but not one of its member's keys (`mid_<mid>`
+    /// has no such field; for mid 0 a live key always counts as someone else's). One round trip.
+    func keysHeldByOthers(_ sessions: [Session]) async throws -> [Bool]
+    /// Removes every session a comet holds (it died), `batch` at a time, while `stillGone` says it has not come back.
+    /// Returns how many were removed.
+    func purgeSessions(server: String, batch: Int, stillGone: @Sendable () async throws -> Bool) async throws -> Int
 }
 
 extension RoutingStore {
@@ -69,16 +77,21 @@ public struct RedisRoutingStore: RoutingStore {
 
     static func midKey(_ mid: Int64) -> String { "mid_\(mid)" }
     static func keyKey(_ key: String) -> String { "key_\(key)" }
+    static func serverKey(_ server: String) -> String { "srv_\(server)" }
+    /// A session in `srv_<server>`: the mid first (an integer, so the first `:` ends it), then the key.
+    static func member(mid: Int64, key: String) -> String { "\(mid):\(key)" }
 
     public func addMapping(mid: Int64, key: String, server: String) async throws {
         try await addMappings([Session(mid: mid, key: key, server: server)])
     }
 
-    /// One pipeline for every session: HSET + EXPIRE of `mid_<mid>` (members only) and SET EX of `key_<key>`.
+    /// One pipeline for every session: HSET + EXPIRE of `mid_<mid>` (members only), SET EX of `key_<key>`, and SADD
+    /// to `srv_<server>` (EXPIRE once per server).
     public func addMappings(_ sessions: [Session]) async throws {
         guard !sessions.isEmpty else { return }
         var commands: [RedisCommand] = []
-        commands.reserveCapacity(sessions.count * 3)
+        commands.reserveCapacity(sessions.count * 4 + 1)
+        var servers: Set<String> = []
         for session in sessions {
             if session.mid > 0 {
                 let midKey = RedisArgument.string(Self.midKey(session.mid))
@@ -87,41 +100,53 @@ public struct RedisRoutingStore: RoutingStore {
             }
             commands.append(
                 RedisCommand("SET", [.string(Self.keyKey(session.key)), .string(session.server), "EX", .integer(expireSeconds)]))
+            commands.append(
+                RedisCommand("SADD", [.string(Self.serverKey(session.server)), .string(Self.member(mid: session.mid, key: session.key))]))
+            servers.insert(session.server)
+        }
+        for server in servers {
+            commands.append(RedisCommand("EXPIRE", [.string(Self.serverKey(server)), .integer(expireSeconds)]))
         }
         try check(try await run(commands))
     }
 
-    /// KEYS[1] = key_<key>, KEYS[2] = mid_<mid> (only when mid > 0); ARGV = server, key, ttl.
+    /// KEYS[1] = key_<key>, KEYS[2] = srv_<server>, KEYS[3] = mid_<mid> (only when mid > 0);
+    /// ARGV = server, key, ttl, `<mid>:<key>`.
     static let refreshScript = """
         local existed = redis.call('EXPIRE', KEYS[1], ARGV[3])
         if existed == 0 then
           redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
         end
-        if #KEYS > 1 then
-          if existed == 0 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then
-            redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+        redis.call('SADD', KEYS[2], ARGV[4])
+        redis.call('EXPIRE', KEYS[2], ARGV[3])
+        if #KEYS > 2 then
+          if existed == 0 or redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then
+            redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
           end
-          redis.call('EXPIRE', KEYS[2], ARGV[3])
+          redis.call('EXPIRE', KEYS[3], ARGV[3])
         end
         return existed
         """
 
     /// Deletes `key_<key>` and the `mid_<mid>` field only while they still name the calling server, so an
     /// old connection's Disconnect cannot remove a newer session's routing (goim bug 1).
+    /// Same KEYS and ARGV as `refreshScript` (ARGV[3] unused).
     static let deleteScript = """
         local removed = 0
         if redis.call('GET', KEYS[1]) == ARGV[1] then
           removed = redis.call('DEL', KEYS[1])
         end
-        if #KEYS > 1 and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then
-          redis.call('HDEL', KEYS[2], ARGV[2])
+        redis.call('SREM', KEYS[2], ARGV[4])
+        if #KEYS > 2 and redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then
+          redis.call('HDEL', KEYS[3], ARGV[2])
         end
         return removed
         """
 
     @discardableResult
     public func refreshMapping(mid: Int64, key: String, server: String) async throws -> Bool {
-        let reply = try await eval(Self.refreshScript, mid: mid, key: key, arguments: [.string(server), .string(key), .integer(expireSeconds)])
+        let reply = try await run([Self.scriptCommand(Self.refreshScript, Session(mid: mid, key: key, server: server), ttl: expireSeconds)])[0]
+        if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
         return reply.int == 1
     }
 
@@ -133,24 +158,62 @@ public struct RedisRoutingStore: RoutingStore {
     /// One pipeline of the delete script, one script call per session.
     public func deleteMappings(_ sessions: [Session]) async throws -> [Bool] {
         guard !sessions.isEmpty else { return [] }
-        let commands = sessions.map {
-            Self.evalCommand(Self.deleteScript, mid: $0.mid, key: $0.key, arguments: [.string($0.server), .string($0.key)])
-        }
+        let commands = sessions.map { Self.scriptCommand(Self.deleteScript, $0, ttl: 0) }
         let replies = try await run(commands)
         try check(replies)
         return replies.map { $0.int == 1 }
     }
 
-    private func eval(_ script: String, mid: Int64, key: String, arguments: [RedisArgument]) async throws -> RESPValue {
-        let reply = try await run([Self.evalCommand(script, mid: mid, key: key, arguments: arguments)])[0]
-        if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
-        return reply
+    /// One pipeline: EXISTS `key_<key>`, then HEXISTS `mid_<mid>` `<key>` for members.
+    public func keysHeldByOthers(_ sessions: [Session]) async throws -> [Bool] {
+        guard !sessions.isEmpty else { return [] }
+        var commands: [RedisCommand] = []
+        commands.reserveCapacity(sessions.count * 2)
+        for session in sessions {
+            commands.append(RedisCommand("EXISTS", [.string(Self.keyKey(session.key))]))
+            if session.mid > 0 {
+                commands.append(RedisCommand("HEXISTS", [.string(Self.midKey(session.mid)), .string(session.key)]))
+            }
+        }
+        let replies = try await run(commands)
+        try check(replies)
+        var position = 0
+        return sessions.map { session in
+            let live = replies[position].int == 1
+            position += 1
+            guard session.mid > 0 else { return live }
+            let own = replies[position].int == 1
+            position += 1
+            return live && !own
+        }
     }
 
-    private static func evalCommand(_ script: String, mid: Int64, key: String, arguments: [RedisArgument]) -> RedisCommand {
-        var keys: [RedisArgument] = [.string(keyKey(key))]
-        if mid > 0 { keys.append(.string(midKey(mid))) }
+    /// EVAL of the refresh or delete script for one session.
+    private static func scriptCommand(_ script: String, _ session: Session, ttl: Int64) -> RedisCommand {
+        var keys: [RedisArgument] = [.string(keyKey(session.key)), .string(serverKey(session.server))]
+        if session.mid > 0 { keys.append(.string(midKey(session.mid))) }
+        let arguments: [RedisArgument] = [
+            .string(session.server), .string(session.key), .integer(ttl), .string(member(mid: session.mid, key: session.key)),
+        ]
         return RedisCommand("EVAL", [.string(script), .integer(Int64(keys.count))] + keys + arguments)
+    }
+
+    /// SPOP takes each batch out of `srv_<server>` atomically, so logics purging the same comet at once split the work
+    /// instead of repeating it; each session is then deleted with the delete script (only what still names `server`).
+    public func purgeSessions(server: String, batch: Int, stillGone: @Sendable () async throws -> Bool) async throws -> Int {
+        var purged = 0
+        while try await stillGone() {
+            let reply = try await run([RedisCommand("SPOP", [.string(Self.serverKey(server)), .integer(Int64(batch))])])[0]
+            if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
+            let members = reply.array?.compactMap(\.string) ?? []
+            guard !members.isEmpty else { break }
+            let sessions = members.compactMap { member -> Session? in
+                guard let colon = member.firstIndex(of: ":"), let mid = Int64(member[..<colon]) else { return nil }
+                return Session(mid: mid, key: String(member[member.index(after: colon)...]), server: server)
+            }
+            purged += try await deleteMappings(sessions).count
+        }
+        return purged
     }
 
     public func servers(forKeys keys: [String]) async throws -> [String?] {

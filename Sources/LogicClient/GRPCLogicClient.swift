@@ -236,6 +236,15 @@ public final class GRPCLogicClient: LogicAPI, Service {
         return try await logic().renewOnline(request, options: options).allRoomCount
     }
 
+    public func refreshToken(mid: Int64, key: String, server: String, token: Data) async throws -> Int64 {
+        var request = Swiftgoim_Logic_RefreshTokenReq()
+        request.mid = mid
+        request.key = key
+        request.server = server
+        request.token = token
+        return try await Swiftgoim_Logic_Session.Client(wrapping: nextClient()).refreshToken(request, options: options).expiresAt
+    }
+
     public func receive(mid: Int64, proto: Goim_Protocol_Proto) async throws {
         var request = Goim_Logic_ReceiveReq()
         request.mid = mid

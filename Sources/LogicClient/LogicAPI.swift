@@ -11,6 +11,9 @@ public protocol LogicAPI: Sendable {
     func heartbeat(mid: Int64, key: String, server: String) async throws
     /// Reports this comet's room counts; returns the cluster-wide counts of all rooms.
     func renewOnline(server: String, roomCount: [String: Int32]) async throws -> [String: Int32]
+    /// Verifies a connection's fresh token (op 18, `swiftgoim.logic.Session`); returns when it expires (Unix seconds,
+    /// 0 = never). goim's logic answers UNIMPLEMENTED.
+    func refreshToken(mid: Int64, key: String, server: String, token: Data) async throws -> Int64
     /// Forwards a client packet with an operation the comet does not handle itself.
     func receive(mid: Int64, proto: Goim_Protocol_Proto) async throws
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GRPCCore
 import GoIMConfig
 import GoIMProtocol
 import GoIMRPC
@@ -27,11 +28,27 @@ final class StubLogic: LogicAPI {
     private let state = Mutex<(calls: Calls, held: Bool, waiting: [CheckedContinuation<Void, Never>])>((Calls(), false, []))
     let heartbeatNanoseconds: Int64
     let failConnect: Bool
+    /// `ConnectReply.expires_at` (Unix seconds, 0 = never).
+    let expiresAt: Int64
+    /// What `refreshToken` answers: a token's expiry for `"good-<seconds from now>"` bodies, UNAUTHENTICATED otherwise.
+    private let refreshes = Mutex<[String]>([])
 
-    init(heartbeatNanoseconds: Int64 = 60_000_000_000, failConnect: Bool = false, holdConnect: Bool = false) {
+    init(heartbeatNanoseconds: Int64 = 60_000_000_000, failConnect: Bool = false, holdConnect: Bool = false, expiresAt: Int64 = 0) {
         self.heartbeatNanoseconds = heartbeatNanoseconds
         self.failConnect = failConnect
+        self.expiresAt = expiresAt
         state.withLock { $0.held = holdConnect }
+    }
+
+    var refreshedTokens: [String] { refreshes.withLock { $0 } }
+
+    func refreshToken(mid: Int64, key: String, server: String, token: Data) async throws -> Int64 {
+        let text = String(decoding: token, as: UTF8.self)
+        refreshes.withLock { $0.append(text) }
+        guard text.hasPrefix("good-"), let seconds = Int64(text.dropFirst(5)) else {
+            throw RPCError(code: .unauthenticated, message: "authentication failed: JWT signature is invalid")
+        }
+        return Int64(Date().timeIntervalSince1970) + seconds
     }
 
     var calls: Calls { state.withLock { $0.calls } }
@@ -63,6 +80,7 @@ final class StubLogic: LogicAPI {
         reply.roomID = body.roomID
         reply.accepts = body.accepts
         reply.heartbeat = heartbeatNanoseconds
+        reply.expiresAt = expiresAt
         return reply
     }
 
@@ -334,6 +352,71 @@ extension CometSuite {
             #expect(unit.comet.buckets.entry(for: "u-timeout") == nil)
             #expect(unit.comet.rooms.info(for: "live://t") == nil)
             #expect(try await unit.pendingWrites().isEmpty)
+        }
+
+        @Test("credential expiry: the sweep closes the connection at expires_at (not before), counted apart from heartbeat timeouts")
+        func credentialExpiry() async throws {
+            let expiresAt = Int64(Date().timeIntervalSince1970) + 30
+            let unit = try await HandlerUnit.make(.tcp, logic: StubLogic(heartbeatNanoseconds: 600_000_000_000, expiresAt: expiresAt))
+            defer { Task { await unit.finish() } }
+            try await unit.authenticate(auth(mid: 5, key: "u-exp", room: "live://exp"))
+            // The heartbeat deadline is 10 min away, the credential's 30 s: the deadline is the credential's.
+            #expect(try await unit.onLoop { $0.handler.deadline } < .now() + .seconds(31))
+            // A heartbeat does not push it past the expiry.
+            try await unit.send(operation: 2, sequence: 2)
+            _ = try await unit.nextWrite()
+            #expect(try await unit.onLoop { $0.handler.deadline } < .now() + .seconds(31))
+            try await unit.onLoop { $0.loop.sweep(now: .now() + .seconds(20)) }
+            #expect(!unit.isClosed)
+            try await unit.onLoop { $0.loop.sweep(now: .now() + .seconds(32)) }
+            #expect(unit.isClosed)
+            #expect(unit.comet.counters.credentialExpiries.load(ordering: .relaxed) == 1)
+            #expect(unit.comet.counters.heartbeatTimeouts.load(ordering: .relaxed) == 0)
+            try await waitUntil { unit.logic.calls.disconnects == ["u-exp"] }
+        }
+
+        @Test("an already expired credential closes the connection instead of op 8 and undoes the session")
+        func credentialAlreadyExpired() async throws {
+            let unit = try await HandlerUnit.make(.tcp, logic: StubLogic(expiresAt: Int64(Date().timeIntervalSince1970) - 5))
+            defer { Task { await unit.finish() } }
+            try await unit.send(operation: 7, sequence: 1, body: auth(mid: 5, key: "u-old").encoded())
+            try await waitUntil { unit.isClosed }
+            #expect(try await unit.pendingWrites().isEmpty)
+            #expect(unit.comet.counters.credentialExpiries.load(ordering: .relaxed) == 1)
+            try await waitUntil { unit.logic.calls.disconnects == ["u-old"] }
+        }
+
+        @Test("op 18 token refresh: op 19 says so (ver/seq echoed) and moves the expiry; a refused token leaves the old one")
+        func tokenRefresh() async throws {
+            let expiresAt = Int64(Date().timeIntervalSince1970) + 30
+            let unit = try await HandlerUnit.make(.tcp, logic: StubLogic(heartbeatNanoseconds: 600_000_000_000, expiresAt: expiresAt))
+            defer { Task { await unit.finish() } }
+            try await unit.authenticate(auth(mid: 5, key: "u-refresh"))
+            try await unit.send(operation: 18, version: 2, sequence: 7, body: Array("good-300".utf8))
+            let reply = try await unit.nextWrite()
+            let header = Array(reply.prefix(16))
+            #expect(header[8..<12] == [0, 0, 0, 19] && header[6..<8] == [0, 2] && header[12..<16] == [0, 0, 0, 7])
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(reply.dropFirst(16))) as? [String: Any])
+            #expect(json["code"] as? Int == 0)
+            let newExpiry = try #require(json["expires_at"] as? Int)
+            #expect(abs(newExpiry - Int(Date().timeIntervalSince1970) - 300) <= 2)
+            #expect(try await unit.onLoop { $0.handler.deadline } > .now() + .seconds(290))
+            try await unit.onLoop { $0.loop.sweep(now: .now() + .seconds(60)) }
+            #expect(!unit.isClosed)
+
+            try await unit.send(operation: 18, sequence: 8, body: Array("forged".utf8))
+            let refused = try await unit.nextWrite()
+            #expect(refused[8..<12] == [0, 0, 0, 19])
+            let error = try #require(try JSONSerialization.jsonObject(with: Data(refused.dropFirst(16))) as? [String: Any])
+            #expect(error["code"] as? Int == -401)
+            #expect((error["message"] as? String)?.contains("signature") == true)
+            #expect(unit.logic.refreshedTokens == ["good-300", "forged"])
+            #expect(unit.comet.counters.credentialRefreshes.load(ordering: .relaxed) == 1)
+            #expect(unit.comet.counters.credentialRefreshFailures.load(ordering: .relaxed) == 1)
+            // Still the accepted expiry (300 s), and op 18 is not forwarded to Logic's Receive.
+            try await unit.onLoop { $0.loop.sweep(now: .now() + .seconds(310)) }
+            #expect(unit.isClosed)
+            #expect(unit.logic.calls.receives.isEmpty)
         }
 
         @Test("a failed auth closes with nothing written")

@@ -168,6 +168,7 @@ func makeOfflineComet() throws -> Comet {
         func heartbeat(mid: Int64, key: String, server: String) async throws {}
         func renewOnline(server: String, roomCount: [String: Int32]) async throws -> [String: Int32] { [:] }
         func receive(mid: Int64, proto: Goim_Protocol_Proto) async throws {}
+        func refreshToken(mid: Int64, key: String, server: String, token: Data) async throws -> Int64 { throw TestFailure("offline") }
     }
     return try Comet(
         configuration: .init(), group: .init(numberOfThreads: 1), logic: NoLogic(), logger: testLogger,

@@ -28,6 +28,7 @@ struct AcceptingLogic: LogicAPI {
     }
 
     func disconnect(mid: Int64, key: String, server: String) async throws {}
+    func refreshToken(mid: Int64, key: String, server: String, token: Data) async throws -> Int64 { 0 }
     func heartbeat(mid: Int64, key: String, server: String) async throws {}
     func renewOnline(server: String, roomCount: [String: Int32]) async throws -> [String: Int32] { roomCount }
     func receive(mid: Int64, proto: Goim_Protocol_Proto) async throws {}

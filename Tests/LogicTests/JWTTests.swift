@@ -132,7 +132,9 @@ struct JWTTests {
         let authenticator = try await JWTAuthenticator.hs256(secret: Self.secret)
         let token = try await Self.hs256(Self.payload())
         for body in [token, #"{"token":"\#(token)","platform":"web"}"#] {
-            let session = try await authenticator.authenticate(token: Array(body.utf8), cookie: "")
+            let credential = try await authenticator.authenticate(token: Array(body.utf8), cookie: "")
+            let session = credential.body
+            #expect(abs(credential.expiresAt - Int64(Date().timeIntervalSince1970) - 600) <= 2)
             #expect(session.mid == 123)
             #expect(session.key == "jwt-key")
             #expect(session.roomID == "live://1000")
@@ -141,7 +143,7 @@ struct JWTTests {
         var withMid = Self.payload()
         withMid.mid = 9
         withMid.sub = "not-a-number"
-        let session = try await authenticator.authenticate(token: Array(try await Self.hs256(withMid).utf8), cookie: "")
+        let session = try await authenticator.authenticate(token: Array(try await Self.hs256(withMid).utf8), cookie: "").body
         #expect(session.mid == 9)
     }
 
@@ -174,7 +176,7 @@ struct JWTTests {
         let authenticator = try await JWTAuthenticator.rs256(publicKeyPEM: Self.rsaPublicKey, issuer: "goim-tests")
         var payload = Self.payload()
         payload.iss = "goim-tests"
-        let session = try await authenticator.authenticate(token: Array(try await Self.rs256(payload).utf8), cookie: "")
+        let session = try await authenticator.authenticate(token: Array(try await Self.rs256(payload).utf8), cookie: "").body
         #expect(session.mid == 123 && session.roomID == "live://1000")
         #expect(
             await Self.refusal(authenticator, try await Self.rs256(payload, privateKey: Self.otherPrivateKey))
@@ -219,6 +221,55 @@ struct JWTTests {
                     try await client.connect(RPCTests.connectRequest(server: a, #"{"mid":1,"key":"x"}"#))
                 }
             }
+        }
+    }
+
+    @Test("jwt mode: ConnectReply carries the token's exp; RefreshToken accepts a fresh token of the same member and refuses others")
+    func expiryAndRefresh() async throws {
+        try await LogicHarness.run({
+            $0.auth.mode = "jwt"
+            $0.auth.jwtSecret = Self.secret
+        }) { h in
+            let a = h.comet("a")
+            let token = try await Self.hs256(Self.payload(expiresIn: 60))
+            let reply = try await h.withLogicClient { client in
+                try await client.connect(RPCTests.connectRequest(server: a, token))
+            }
+            #expect(abs(reply.expiresAt - Int64(Date().timeIntervalSince1970) - 60) <= 2)
+
+            func refresh(mid: Int64 = 123, key: String = "jwt-key", _ token: String) async throws -> Int64 {
+                var request = Swiftgoim_Logic_RefreshTokenReq()
+                request.mid = mid
+                request.key = key
+                request.server = a
+                request.token = Data(token.utf8)
+                return try await h.withSessionClient { try await $0.refreshToken(request) }.expiresAt
+            }
+            let fresh = try await Self.hs256(Self.payload(expiresIn: 3600))
+            #expect(abs(try await refresh(fresh) - Int64(Date().timeIntervalSince1970) - 3600) <= 2)
+            #expect(abs(try await refresh(#"{"token":"\#(fresh)"}"#) - Int64(Date().timeIntervalSince1970) - 3600) <= 2)
+
+            var refusals: [String] = []
+            for (mid, key, token) in [
+                (Int64(124), "jwt-key", fresh),  // another member's connection
+                (123, "other-key", fresh),  // the token names another key
+                (123, "jwt-key", try await Self.hs256(Self.payload(expiresIn: -5))),  // expired
+                (123, "jwt-key", try await Self.hs256(Self.payload(), secret: String(repeating: "x", count: 32))),  // forged
+            ] {
+                do {
+                    _ = try await refresh(mid: mid, key: key, token)
+                    refusals.append("accepted")
+                } catch let error as RPCError {
+                    #expect(error.code == .unauthenticated)
+                    refusals.append(error.message)
+                }
+            }
+            #expect(refusals == [
+                "authentication failed: the new token is for member 123, the connection is member 124",
+                #"authentication failed: the new token names key "jwt-key", the connection is "other-key""#,
+                "authentication failed: JWT expired",
+                "authentication failed: JWT signature is invalid",
+            ])
         }
     }
 
@@ -271,7 +322,7 @@ struct JWTTests {
 
         for (kid, key) in [("old", Self.rsaPrivateKey), ("new", newKey)] {
             let token = try await Self.rs256(Self.payload(), privateKey: key, kid: kid)
-            let body = try await authenticator.authenticate(token: Array(token.utf8), cookie: "")
+            let body = try await authenticator.authenticate(token: Array(token.utf8), cookie: "").body
             #expect(body.mid == 123)
         }
         // Signed with the new key but claiming to be the old one: the old key's signature check fails.

@@ -155,6 +155,8 @@ struct FixedRouting: RoutingStore {
     func servers(forKeys keys: [String]) async throws -> [String?] { keys.map { String($0.dropFirst()) } }
     func sessions(forMids mids: [Int64]) async throws -> [Session] { [] }
     func ping() async throws {}
+    func keysHeldByOthers(_ sessions: [Session]) async throws -> [Bool] { sessions.map { _ in false } }
+    func purgeSessions(server: String, batch: Int, stillGone: @Sendable () async throws -> Bool) async throws -> Int { 0 }
 }
 
 struct NoOnline: OnlineStore {

@@ -59,6 +59,60 @@ struct RPCTests {
         }
     }
 
+    @Test("goim mode: a chosen key connected for another member is refused (ALREADY_EXISTS); the same member takes it over")
+    func keyTakeover() async throws {
+        try await LogicHarness.run { h in
+            let (a, b) = (h.comet("a"), h.comet("b"))
+            func connect(_ json: String, on server: String) async throws -> Goim_Logic_ConnectReply {
+                try await h.withLogicClient { try await $0.connect(Self.connectRequest(server: server, json)) }
+            }
+            _ = try await connect(#"{"mid":7,"key":"phone-7"}"#, on: a)
+            // Another member naming that key is refused, wherever it connects; the holder's routing is untouched.
+            for server in [a, b] {
+                let error = await #expect(throws: RPCError.self) { _ = try await connect(#"{"mid":8,"key":"phone-7"}"#, on: server) }
+                #expect(error?.code == .alreadyExists)
+                #expect(error?.message.contains(#"key "phone-7" is connected for another member than 8"#) == true)
+            }
+            let guest = await #expect(throws: RPCError.self) { _ = try await connect(#"{"key":"phone-7"}"#, on: b) }
+            #expect(guest?.code == .alreadyExists)
+            #expect(try await h.command("GET", "key_phone-7").string == a)
+            #expect(try await h.command("EXISTS", "mid_8").int == 0)
+            // The same member reconnecting (on another comet too) takes its key over, as in goim.
+            #expect(try await connect(#"{"mid":7,"key":"phone-7"}"#, on: b).key == "phone-7")
+            #expect(try await h.command("GET", "key_phone-7").string == b)
+            // Once the holder is gone, the key is free for anyone.
+            _ = try await h.withLogicClient { client in
+                var request = Goim_Logic_DisconnectReq()
+                (request.mid, request.key, request.server) = (7, "phone-7", b)
+                return try await client.disconnect(request)
+            }
+            #expect(try await connect(#"{"mid":8,"key":"phone-7"}"#, on: a).mid == 8)
+            // The batch path applies the same rule, item by item.
+            let batch = try await h.withBatchClient { client in
+                var request = Swiftgoim_Logic_ConnectBatchReq()
+                request.requests = [
+                    Self.connectRequest(server: b, #"{"mid":9,"key":"phone-7"}"#),
+                    Self.connectRequest(server: b, #"{"mid":8,"key":"phone-7"}"#),
+                    Self.connectRequest(server: b, #"{"mid":9,"key":"tablet-9"}"#),
+                ]
+                return try await client.connectBatch(request)
+            }
+            #expect(batch.results.map(\.status.code) == [Int32(RPCError.Code.alreadyExists.rawValue), 0, 0])
+        }
+    }
+
+    @Test("auth.allowKeyTakeover = true brings goim's rule back: any member may take a connected key")
+    func keyTakeoverAllowed() async throws {
+        try await LogicHarness.run({ $0.auth.allowKeyTakeover = true }) { h in
+            let a = h.comet("a")
+            for mid in [7, 8] {
+                let reply = try await h.withLogicClient { try await $0.connect(Self.connectRequest(server: a, #"{"mid":\#(mid),"key":"shared"}"#)) }
+                #expect(reply.mid == Int64(mid))
+            }
+            #expect(try await h.command("HGET", "mid_8", "shared").string == a)
+        }
+    }
+
     @Test("Connect with a malformed auth body fails with a clear reason")
     func connectBadBody() async throws {
         try await LogicHarness.run { h in

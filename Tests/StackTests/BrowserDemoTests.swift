@@ -1,6 +1,7 @@
 import Foundation
 import HummingbirdTesting
 import TestSupport
+import StackHarness
 import Testing
 
 /// The browser demo (examples/web) in headless Chromium against the process stack, driven over the DevTools

@@ -2,6 +2,7 @@ import Foundation
 import GoIMClient
 import GoIMProtocol
 import TestSupport
+import StackHarness
 import Testing
 
 #if canImport(Glibc)

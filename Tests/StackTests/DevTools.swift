@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
+import StackHarness
 import Synchronization
 
 /// A minimal Chrome DevTools Protocol client: one page target over its WebSocket, commands sent one at a time

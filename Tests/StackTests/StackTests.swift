@@ -2,6 +2,7 @@ import Foundation
 import GoIMClient
 import GoIMProtocol
 import Synchronization
+import StackHarness
 import Testing
 
 /// End to end: the built `comet`, `logic` and `job` executables as separate processes with a real redis-server and

@@ -143,4 +143,5 @@ struct AcceptingLogic: LogicAPI {
     func heartbeat(mid: Int64, key: String, server: String) async throws {}
     func renewOnline(server: String, roomCount: [String: Int32]) async throws -> [String: Int32] { roomCount }
     func receive(mid: Int64, proto: Goim_Protocol_Proto) async throws {}
+    func refreshToken(mid: Int64, key: String, server: String, token: Data) async throws -> Int64 { 0 }
 }

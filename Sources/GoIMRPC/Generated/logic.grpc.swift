@@ -1,4 +1,5 @@
-/// goim.logic: identical package, service, messages and field numbers to goim v2 (api/logic/logic.proto).
+/// goim.logic: identical package, service, messages and field numbers to goim v2 (api/logic/logic.proto), plus one
+/// swift-goim field (ConnectReply.expires_at, number 1001) that goim's comets skip as unknown.
 /// PushMsg is the queue message logic publishes and job consumes.
 
 // DO NOT EDIT.

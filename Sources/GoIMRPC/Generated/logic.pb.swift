@@ -8,7 +8,8 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// goim.logic: identical package, service, messages and field numbers to goim v2 (api/logic/logic.proto).
+/// goim.logic: identical package, service, messages and field numbers to goim v2 (api/logic/logic.proto), plus one
+/// swift-goim field (ConnectReply.expires_at, number 1001) that goim's comets skip as unknown.
 /// PushMsg is the queue message logic publishes and job consumes.
 
 #if canImport(FoundationEssentials)
@@ -121,6 +122,10 @@ public nonisolated struct Goim_Logic_ConnectReply: Sendable {
 
   /// nanoseconds, as goim's Go time.Duration
   public var heartbeat: Int64 = 0
+
+  /// swift-goim: when the connection's credential expires (Unix seconds; 0 = never). A swift-goim comet closes the
+  /// connection then, unless the client refreshed its token (op 18). Not in goim.
+  public var expiresAt: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -418,7 +423,7 @@ nonisolated extension Goim_Logic_ConnectReq: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Goim_Logic_ConnectReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ConnectReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}mid\0\u{1}key\0\u{1}roomID\0\u{1}accepts\0\u{1}heartbeat\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}mid\0\u{1}key\0\u{1}roomID\0\u{1}accepts\0\u{1}heartbeat\0\u{4}d\u{f}expires_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -431,6 +436,7 @@ nonisolated extension Goim_Logic_ConnectReply: SwiftProtobuf.Message, SwiftProto
       case 3: try { try decoder.decodeSingularStringField(value: &self.roomID) }()
       case 4: try { try decoder.decodeRepeatedInt32Field(value: &self.accepts) }()
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.heartbeat) }()
+      case 1001: try { try decoder.decodeSingularInt64Field(value: &self.expiresAt) }()
       default: break
       }
     }
@@ -452,6 +458,9 @@ nonisolated extension Goim_Logic_ConnectReply: SwiftProtobuf.Message, SwiftProto
     if self.heartbeat != 0 {
       try visitor.visitSingularInt64Field(value: self.heartbeat, fieldNumber: 5)
     }
+    if self.expiresAt != 0 {
+      try visitor.visitSingularInt64Field(value: self.expiresAt, fieldNumber: 1001)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -461,6 +470,7 @@ nonisolated extension Goim_Logic_ConnectReply: SwiftProtobuf.Message, SwiftProto
     if lhs.roomID != rhs.roomID {return false}
     if lhs.accepts != rhs.accepts {return false}
     if lhs.heartbeat != rhs.heartbeat {return false}
+    if lhs.expiresAt != rhs.expiresAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -5,18 +5,24 @@ import Synchronization
 import Testing
 
 /// One goim client connected to a comet process, recording every packet pushed to it.
-final class Member: Sendable {
-    struct Push: Sendable, Hashable {
-        var operation: Int32
-        var body: String
+public final class Member: Sendable {
+    public struct Push: Sendable, Hashable {
+        public var operation: Int32
+        public var body: String
         /// Came in a WebSocket op 9 envelope (TCP clients get the inner packets directly).
-        var inEnvelope: Bool
+        public var inEnvelope: Bool
+
+        public init(operation: Int32, body: String, inEnvelope: Bool) {
+            self.operation = operation
+            self.body = body
+            self.inEnvelope = inEnvelope
+        }
     }
 
-    let name: String
-    let client: GoIMClient
-    let key: String
-    let mid: Int64
+    public let name: String
+    public let client: GoIMClient
+    public let key: String
+    public let mid: Int64
     private let received: Received
 
     private final class Received: Sendable {
@@ -32,7 +38,7 @@ final class Member: Sendable {
     }
 
     /// Connects over TCP or WebSocket and authenticates (op 7 → op 8) with goim's JSON auth body.
-    static func connect(
+    public static func connect(
         _ name: String, to comet: Stack.Comet, webSocket: Bool, mid: Int64, room: String, accepts: [Int32] = [1000, 1001, 1002]
     ) async throws -> Member {
         let received = Received()
@@ -55,21 +61,21 @@ final class Member: Sendable {
         return Member(name: name, client: client, key: key, mid: mid, received: received)
     }
 
-    var pushes: [Push] { received.pushes.withLock { $0 } }
+    public var pushes: [Push] { received.pushes.withLock { $0 } }
 
-    var bodies: [String] { pushes.map(\.body) }
+    public var bodies: [String] { pushes.map(\.body) }
 
-    func count(of body: String) -> Int { pushes.filter { $0.body == body }.count }
+    public func count(of body: String) -> Int { pushes.filter { $0.body == body }.count }
 
     /// Waits until a push with `body` arrived and returns it.
     @discardableResult
-    func receive(_ body: String, timeout: Duration = .seconds(20)) async throws -> Push {
+    public func receive(_ body: String, timeout: Duration = .seconds(20)) async throws -> Push {
         try await eventually("\(name) receives \"\(body)\"", timeout: timeout) { self.count(of: body) > 0 }
         return pushes.first { $0.body == body }!
     }
 
     /// Waits until every body in `bodies` arrived.
-    func receiveAll(_ bodies: some Collection<String>, timeout: Duration = .seconds(30)) async throws {
+    public func receiveAll(_ bodies: some Collection<String>, timeout: Duration = .seconds(30)) async throws {
         let wanted = Set(bodies)
         do {
             try await eventually("\(name) receives \(wanted.count) pushes", timeout: timeout) {
@@ -81,5 +87,5 @@ final class Member: Sendable {
         }
     }
 
-    func close() async { await client.close() }
+    public func close() async { await client.close() }
 }

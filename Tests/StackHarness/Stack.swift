@@ -10,42 +10,46 @@ import Testing
 /// redis-server, a nats-server (JetStream), the built `logic`, `comet` and `job` executables. Configured only
 /// through `GOIM_<SECTION>_<KEY>` environment overrides, with short registry and online periods so that the
 /// cluster notices comets coming and going within a second or two.
-final class Stack: Sendable {
-    struct Logic: Sendable {
-        let process: ServerProcess
-        let httpPort: Int
-        let rpcPort: Int
+public final class Stack: Sendable {
+    public struct Logic: Sendable {
+        public let process: ServerProcess
+        public let httpPort: Int
+        public let rpcPort: Int
     }
 
-    struct Comet: Sendable {
-        let name: String
-        let process: ServerProcess
-        let tcpPort: Int
-        let webSocketPort: Int
-        let rpcPort: Int
+    public struct Comet: Sendable {
+        public let name: String
+        public let process: ServerProcess
+        public let tcpPort: Int
+        public let webSocketPort: Int
+        public let rpcPort: Int
     }
 
-    struct Options: Sendable {
-        var logics = 1
-        var comets = 1
-        var jobs = 1
+    public struct Options: Sendable {
+        public var logics = 1
+        public var comets = 1
+        public var jobs = 1
         /// Extra environment for every logic (e.g. `GOIM_HTTPSERVER_CORSORIGINS`).
-        var logicEnvironment: [String: String] = [:]
+        public var logicEnvironment: [String: String] = [:]
         /// Extra environment for every comet.
-        var cometEnvironment: [String: String] = [:]
+        public var cometEnvironment: [String: String] = [:]
         /// A program (and its arguments) that runs each comet, e.g. `["/usr/bin/prlimit", "--nofile=300:300"]`.
-        var cometLauncher: [String] = []
+        public var cometLauncher: [String] = []
+        /// Extra environment for every job.
+        public var jobEnvironment: [String: String] = [:]
+
+        public init() {}
     }
 
-    let redis: ServerProcess
-    let nats: ServerProcess
-    let logics: [Logic]
-    let comets: [Comet]
-    let jobs: [ServerProcess]
+    public let redis: ServerProcess
+    public let nats: ServerProcess
+    public let logics: [Logic]
+    public let comets: [Comet]
+    public let jobs: [ServerProcess]
 
     /// Registry periods: a comet rewrites its record every `registryRefresh`; a dead one disappears after `registryTTL`.
-    static let registryRefresh = "250ms"
-    static let registryTTL = "2s"
+    public static let registryRefresh = "250ms"
+    public static let registryTTL = "2s"
 
     private init(redis: ServerProcess, nats: ServerProcess, logics: [Logic], comets: [Comet], jobs: [ServerProcess]) {
         self.redis = redis
@@ -55,11 +59,11 @@ final class Stack: Sendable {
         self.jobs = jobs
     }
 
-    var processes: [ServerProcess] { jobs + comets.map(\.process) + logics.map(\.process) + [nats, redis] }
+    public var processes: [ServerProcess] { jobs + comets.map(\.process) + logics.map(\.process) + [nats, redis] }
 
     /// Starts the cluster, waits until every part sees every other, runs `body`, and stops every process whatever
     /// happens (a process's output is attached to the failure when the cluster does not come up).
-    static func run(_ options: Options = Options(), _ body: (Stack) async throws -> Void) async throws {
+    public static func run(_ options: Options = Options(), _ body: (Stack) async throws -> Void) async throws {
         var started: [ServerProcess] = []
         let stack: Stack
         do {
@@ -152,6 +156,7 @@ final class Stack: Sendable {
                 "GOIM_COMET_BACKOFF": "20ms",
                 "GOIM_COMET_MAXBACKOFF": "200ms",
             ]) { $1 }
+            environment.merge(options.jobEnvironment) { $1 }
             // job listens on no port: NATS's port is given so that start() returns once the process runs.
             let process = try TestServers.executable("job", arguments: [], port: nats.port, environment: environment)
             track(process)
@@ -180,19 +185,19 @@ final class Stack: Sendable {
         }
     }
 
-    func stopAll() async {
+    public func stopAll() async {
         for process in processes { await process.stop() }
     }
 
     // MARK: - Watching processes
 
     /// How many times a job logged `event` ("comet added" or "comet removed") for comet `name`.
-    static func cometEvents(_ event: String, _ name: String, in output: String) -> Int {
+    public static func cometEvents(_ event: String, _ name: String, in output: String) -> Int {
         output.split(separator: "\n").filter { $0.contains(event) && $0.contains("goim.server=\(name) ") }.count
     }
 
     /// Waits until every logic's `/goim/nodes/instances` lists exactly these comets.
-    func waitForInstances(_ names: Set<String>) async throws {
+    public func waitForInstances(_ names: Set<String>) async throws {
         for logic in logics.indices {
             try await eventually("logic \(logic + 1) lists comets \(names.sorted())") {
                 try await self.instanceNames(logic: logic) == names
@@ -200,33 +205,33 @@ final class Stack: Sendable {
         }
     }
 
-    func instanceNames(logic: Int = 0) async throws -> Set<String> {
+    public func instanceNames(logic: Int = 0) async throws -> Set<String> {
         let reply = try await get("/goim/nodes/instances", logic: logic)
         guard let instances = reply.json?["data"] as? [[String: Any]] else { return [] }
         return Set(instances.compactMap { $0["hostname"] as? String })
     }
 
     /// Output of every process, for failure messages.
-    var outputs: String {
+    public var outputs: String {
         processes.map { "---- \($0.name) (port \($0.port)) ----\n\($0.output.suffix(3000))" }.joined(separator: "\n")
     }
 
     // MARK: - HTTP API
 
-    struct Reply: Sendable {
-        var status: Int
-        var body: String
-        var headers: HTTPFields
+    public struct Reply: Sendable {
+        public var status: Int
+        public var body: String
+        public var headers: HTTPFields
 
         /// The body as a JSON object (goim's envelope).
-        var json: [String: Any]? {
+        public var json: [String: Any]? {
             (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]
         }
 
-        var code: Int? { json?["code"] as? Int }
+        public var code: Int? { json?["code"] as? Int }
     }
 
-    func request(
+    public func request(
         _ method: HTTPRequest.Method, _ uri: String, body: String? = nil, headers: HTTPFields = [:], logic: Int = 0
     ) async throws -> Reply {
         try await TestClient.withClient(host: "127.0.0.1", port: logics[logic].httpPort) { client in
@@ -238,12 +243,18 @@ final class Stack: Sendable {
         }
     }
 
-    func get(_ uri: String, logic: Int = 0) async throws -> Reply {
+    public func get(_ uri: String, logic: Int = 0) async throws -> Reply {
         try await request(.get, uri, logic: logic)
     }
 
+    /// POSTs a push with an `Idempotency-Key` and returns logic's reply, whatever it is (a fault test retries on
+    /// anything but code 0, with the same key).
+    public func tryPush(_ uri: String, _ message: String, idempotencyKey: String, logic: Int = 0) async throws -> Reply {
+        try await request(.post, uri, body: message, headers: [HTTPField.Name("Idempotency-Key")!: idempotencyKey], logic: logic)
+    }
+
     /// POSTs a push and requires goim's `{"code":0,"message":""}`: logic acknowledged it (stored in JetStream).
-    func push(_ uri: String, _ message: String, logic: Int = 0) async throws {
+    public func push(_ uri: String, _ message: String, logic: Int = 0) async throws {
         let reply = try await request(.post, uri, body: message, logic: logic)
         try #require(
             reply.status == 200 && reply.body == #"{"code":0,"message":""}"#,
@@ -253,7 +264,7 @@ final class Stack: Sendable {
 
 /// Polls `condition` every 50 ms until it holds; fails with `what` after `timeout` (a bound for slow machines,
 /// never a timing assertion).
-func eventually(
+public func eventually(
     _ what: @autoclosure () -> String, timeout: Duration = .seconds(20), _ condition: () async throws -> Bool
 ) async throws {
     let deadline = ContinuousClock.now + timeout
@@ -266,7 +277,7 @@ func eventually(
     }
 }
 
-struct StackTestError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct StackTestError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -1,0 +1,119 @@
+import Foundation
+import Synchronization
+
+/// What a scenario delivered, from the pusher's acknowledged pushes and the clients' receipts.
+///
+/// - expected: (acknowledged push, addressed client) pairs where the client stayed connected the whole run;
+/// - delivered / lost: of those, received at least once / never;
+/// - duplicates: receipts beyond the first, on clients that stayed connected;
+/// - reconnected clients (their comet died) are counted apart: what they missed is not a loss of an acknowledged
+///   push to a connected client, and goim has no history to replay it (issue 17);
+/// - excluded: pushes the scenario says may miss (e.g. mids pushes while Redis lost the sessions), counted apart;
+/// - recovery: the longest an acknowledged push sent after the fault waited for its last delivery.
+struct DeliveryReport: Sendable, CustomStringConvertible {
+    var scenario: String
+    var pushesSent = 0
+    var acknowledged = 0
+    var notAcknowledged = 0
+    var retried = 0
+    var expected = 0
+    var delivered = 0
+    var lost = 0
+    var duplicates = 0
+    var reconnectedClients = 0
+    var reconnectedExpected = 0
+    var reconnectedDelivered = 0
+    var excludedExpected = 0
+    var excludedDelivered = 0
+    var recovery: Duration = .zero
+    var lostExamples: [String] = []
+    var notes: [String] = []
+
+    init(
+        scenario: String, records: [Pusher.Record], fleet: CheckedFleet, faultAt: ContinuousClock.Instant,
+        excluded: (Pusher.Record) -> Bool = { _ in false }
+    ) {
+        self.scenario = scenario
+        pushesSent = records.count
+        let receipts = fleet.clients.map { $0.receipts.withLock { $0 } }
+        let reconnected = fleet.clients.map { $0.reconnected.load(ordering: .relaxed) }
+        reconnectedClients = reconnected.filter { $0 }.count
+        for record in records {
+            if record.attempts > 1 { retried += 1 }
+            guard let ackedAt = record.ackedAt else {
+                notAcknowledged += 1
+                continue
+            }
+            _ = ackedAt
+            acknowledged += 1
+            let isExcluded = excluded(record)
+            var last: ContinuousClock.Instant?
+            var complete = true
+            for client in record.recipients {
+                let receipt = receipts[client][record.id]
+                if reconnected[client] {
+                    reconnectedExpected += 1
+                    if receipt != nil { reconnectedDelivered += 1 }
+                    continue
+                }
+                if let receipt { duplicates += receipt.count - 1 }
+                if isExcluded {
+                    excludedExpected += 1
+                    if receipt != nil { excludedDelivered += 1 }
+                    continue
+                }
+                expected += 1
+                if let receipt {
+                    delivered += 1
+                    last = max(last ?? receipt.first, receipt.first)
+                } else {
+                    lost += 1
+                    complete = false
+                    if lostExamples.count < 10 { lostExamples.append("f\(record.id) (\(record.target)) to client \(client)") }
+                }
+            }
+            if complete, let last, record.sentAt >= faultAt {
+                recovery = max(recovery, last - record.sentAt)
+            }
+        }
+    }
+
+    var description: String {
+        var text = """
+            [\(scenario)] pushes \(pushesSent): acknowledged \(acknowledged), not acknowledged \(notAcknowledged), retried \(retried); \
+            deliveries to clients that stayed connected: expected \(expected), delivered \(delivered), lost \(lost), \
+            duplicates \(duplicates); reconnected clients \(reconnectedClients) (got \(reconnectedDelivered) of \(reconnectedExpected)); \
+            time to recover \(Self.format(recovery))
+            """
+        if excludedExpected > 0 { text += "; excluded window: \(excludedDelivered) of \(excludedExpected) delivered" }
+        if !notes.isEmpty { text += "; " + notes.joined(separator: "; ") }
+        if !lostExamples.isEmpty { text += "\n  lost, e.g.: " + lostExamples.joined(separator: ", ") }
+        return text
+    }
+
+    /// One row of docs/reliability.md's table.
+    var markdownRow: String {
+        let excluded = excludedExpected > 0 ? "\(excludedDelivered) / \(excludedExpected)" : "–"
+        let reconnected = reconnectedClients > 0 ? "\(reconnectedClients) clients, \(reconnectedDelivered) / \(reconnectedExpected)" : "–"
+        return "| \(scenario) | \(acknowledged) | \(notAcknowledged) | \(expected) | \(delivered) | \(lost) | \(duplicates) | \(reconnected) | \(excluded) | \(Self.format(recovery)) | \(notes.joined(separator: "; ")) |"
+    }
+
+    static func format(_ duration: Duration) -> String {
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        return milliseconds >= 1000 ? String(format: "%.1f s", Double(milliseconds) / 1000) : "\(milliseconds) ms"
+    }
+
+    /// Prints the report and, when `GOIM_FAULT_REPORT` names a file, appends its table row there.
+    func publish() {
+        print(description)
+        guard let path = ProcessInfo.processInfo.environment["GOIM_FAULT_REPORT"], !path.isEmpty else { return }
+        let line = markdownRow + "\n"
+        if let handle = FileHandle(forWritingAtPath: path) {
+            handle.seekToEndOfFile()
+            handle.write(Data(line.utf8))
+            try? handle.close()
+        } else {
+            FileManager.default.createFile(atPath: path, contents: Data(line.utf8))
+        }
+    }
+}

@@ -1,0 +1,189 @@
+import Foundation
+import StackHarness
+import TestSupport
+import Synchronization
+import Testing
+
+/// Sizes of a scenario. The defaults keep the suite within a few minutes on CI's 2 cores; `scripts/fault-tests`
+/// runs it by hand with larger numbers.
+enum FaultScale {
+    static let environment = ProcessInfo.processInfo.environment
+    /// Clients per scenario (spread over the comets, four rooms, every fourth on WebSocket).
+    static let clients = Int(environment["GOIM_FAULT_CLIENTS"] ?? "") ?? 48
+    /// Pushes per second through logic's HTTP API.
+    static let rate = Double(environment["GOIM_FAULT_RATE"] ?? "") ?? 40
+    /// How long the pusher runs; the fault comes after 30 % of it.
+    static let seconds = Double(environment["GOIM_FAULT_SECONDS"] ?? "") ?? 6
+}
+
+/// Each scenario: a cluster of real processes, clients over TCP and WebSocket on its comets, a pusher recording what
+/// logic acknowledged, one fault injected mid-stream, then the delivery check (docs/reliability.md).
+@Suite("faults: processes killed, stopped and restarted under a push stream", .serialized, .startsServers)
+struct FaultScenarioTests {
+    /// Runs one scenario and returns its report (also printed, and appended to `GOIM_FAULT_REPORT`).
+    static func scenario(
+        _ name: String, options: Stack.Options = Stack.Options(), heartbeat: Duration? = nil,
+        excluded: @escaping @Sendable (Pusher.Record, ContinuousClock.Instant) -> Bool = { _, _ in false },
+        inject: @escaping @Sendable (Stack, CheckedFleet) async throws -> [String]
+    ) async throws -> DeliveryReport {
+        var options = options
+        options.comets = max(options.comets, 2)
+        var result: DeliveryReport?
+        try await Stack.run(options) { stack in
+            let fleet = CheckedFleet(count: FaultScale.clients, rooms: 4)
+            try await fleet.connect(to: stack.comets)
+            defer { Task { await fleet.closeAll() } }
+            try await eventually("logic counts every client online", timeout: .seconds(30)) {
+                let total = try await stack.get("/goim/online/total").json?["data"] as? [String: Any]
+                return total?["conn_count"] as? Int == FaultScale.clients
+            }
+            let heartbeats = heartbeat.map { interval in Task { await fleet.heartbeats(every: interval) } }
+            defer { heartbeats?.cancel() }
+
+            let pusher = Pusher()
+            let count = Int(FaultScale.rate * FaultScale.seconds)
+            let pushing = Task { await pusher.send(count: count, rate: FaultScale.rate, stack: stack, fleet: fleet) }
+            try await Task.sleep(for: .milliseconds(Int64(FaultScale.seconds * 300)))
+            let faultAt = ContinuousClock.now
+            let notes = try await inject(stack, fleet)
+            await pushing.value
+
+            // Deliveries still on their way (redelivery after ackWait, retries) get time to land.
+            func report() -> DeliveryReport {
+                DeliveryReport(scenario: name, records: pusher.all, fleet: fleet, faultAt: faultAt) { excluded($0, faultAt) }
+            }
+            try? await eventually("every acknowledged push reaches every client that stayed connected", timeout: .seconds(30)) {
+                report().lost == 0
+            }
+            var final = report()
+            final.notes = notes
+            final.publish()
+            result = final
+        }
+        return try #require(result)
+    }
+
+    @Test("a job killed with SIGKILL and restarted: nothing acknowledged is lost")
+    func jobKilledAndRestarted() async throws {
+        let report = try await Self.scenario("job killed (-9), restarted after 1 s") { stack, _ in
+            await stack.jobs[0].kill9()
+            try await Task.sleep(for: .seconds(1))
+            try await stack.jobs[0].start()
+            return ["1 job; ackWait 2 s"]
+        }
+        #expect(report.lost == 0, "\(report)")
+        #expect(report.notAcknowledged == 0, "\(report)")
+    }
+
+    @Test("one of two jobs killed with SIGKILL, not restarted: the other takes its messages over")
+    func oneOfTwoJobsKilled() async throws {
+        var options = Stack.Options()
+        options.jobs = 2
+        let report = try await Self.scenario("1 of 2 jobs killed (-9)", options: options) { stack, _ in
+            await stack.jobs[1].kill9()
+            return ["2 jobs; ackWait 2 s"]
+        }
+        #expect(report.lost == 0, "\(report)")
+        #expect(report.notAcknowledged == 0, "\(report)")
+    }
+
+    @Test("a comet killed with SIGKILL: the others' clients lose nothing; its clients reconnect elsewhere")
+    func cometKilled() async throws {
+        let report = try await Self.scenario("comet killed (-9), its clients reconnect") { stack, fleet in
+            let dead = stack.comets[1]
+            await dead.process.kill9()
+            let orphans = fleet.clients.filter { $0.comet.withLock { $0 } == dead.name }
+            try await eventually("\(dead.name)'s clients see the close") { orphans.allSatisfy { !$0.isConnected } }
+            let moved = try await fleet.reconnectLost(to: [stack.comets[0]])
+            // Its sessions leave Redis once its record has expired (registry.ttl, 2 s here) and logic has missed it
+            // for another TTL.
+            let killed = ContinuousClock.now
+            try await eventually("the dead comet's sessions are purged", timeout: .seconds(20)) {
+                try Self.redisCount(stack, sessionsOf: dead.name) == 0
+            }
+            return ["\(moved) clients moved to \(stack.comets[0].name)",
+                "its sessions purged from Redis \(DeliveryReport.format(ContinuousClock.now - killed)) after the clients moved"]
+        }
+        #expect(report.lost == 0, "\(report)")
+        #expect(report.reconnectedClients == FaultScale.clients / 2)
+    }
+
+    @Test("a logic killed with SIGKILL: the pusher retries on the other with the same Idempotency-Key, no duplicates")
+    func logicKilled() async throws {
+        var options = Stack.Options()
+        options.logics = 2
+        let report = try await Self.scenario("logic killed (-9) of 2, pusher retries", options: options) { stack, _ in
+            await stack.logics[0].process.kill9()
+            return ["2 logics, pushes alternate; retried with the same Idempotency-Key"]
+        }
+        #expect(report.lost == 0, "\(report)")
+        #expect(report.duplicates == 0, "\(report)")
+        #expect(report.notAcknowledged == 0, "\(report)")
+    }
+
+    /// Sessions are re-created by the Heartbeat a comet sends to logic at most every `protocol.sessionRefreshMax`
+    /// (here 2 s) when its client heartbeats (here every 500 ms): mids pushes sent before that find nobody.
+    static let sessionRefreshMax = Duration.seconds(2)
+    static let clientHeartbeat = Duration.milliseconds(500)
+
+    @Test("Redis restarted with its data lost: room and broadcast pushes lose nothing; mids pushes again once heartbeats re-register the sessions")
+    func redisRestarted() async throws {
+        var options = Stack.Options()
+        options.cometEnvironment = ["GOIM_PROTOCOL_SESSIONREFRESHMIN": "1s", "GOIM_PROTOCOL_SESSIONREFRESHMAX": "2s"]
+        let back = Back()
+        let bound = Self.sessionRefreshMax + Self.clientHeartbeat + .seconds(1)
+        let report = try await Self.scenario(
+            "Redis restarted (data lost)", options: options, heartbeat: Self.clientHeartbeat,
+            excluded: { record, faultAt in
+                guard case .mids = record.target else { return false }
+                return record.sentAt >= faultAt && record.sentAt < (back.at ?? faultAt) + bound
+            }
+        ) { stack, _ in
+            await stack.redis.stop()
+            try await stack.redis.start()
+            back.at = .now
+            return ["mids pushes sent until \(DeliveryReport.format(bound)) after Redis was back are counted apart"]
+        }
+        #expect(report.lost == 0, "\(report)")
+    }
+
+    @Test("nats-server killed with SIGKILL and restarted on its store: every acknowledged push is delivered")
+    func natsKilled() async throws {
+        let report = try await Self.scenario("nats-server killed (-9), restarted after 1 s") { stack, _ in
+            await stack.nats.kill9()
+            try await Task.sleep(for: .seconds(1))
+            try await stack.nats.start()
+            return ["pushes refused while NATS is down are retried by the pusher"]
+        }
+        #expect(report.lost == 0, "\(report)")
+        #expect(report.notAcknowledged == 0, "\(report)")
+    }
+
+    /// How many `key_*` sessions in Redis name `server`.
+    static func redisCount(_ stack: Stack, sessionsOf server: String) throws -> Int {
+        let script = "local n = 0 for _, k in ipairs(redis.call('KEYS', 'key_*')) do if redis.call('GET', k) == ARGV[1] then n = n + 1 end end return n"
+        let output = try runProgram("redis-cli", ["-p", "\(stack.redis.port)", "EVAL", script, "0", server])
+        return Int(output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+
+    static func runProgram(_ name: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [name] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// When the restarted dependency was back.
+final class Back: Sendable {
+    private let instant = Mutex<ContinuousClock.Instant?>(nil)
+    var at: ContinuousClock.Instant? {
+        get { instant.withLock { $0 } }
+        set { instant.withLock { $0 = newValue } }
+    }
+}
