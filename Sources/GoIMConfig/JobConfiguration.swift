@@ -27,6 +27,11 @@ public struct JobConfiguration: Sendable, Equatable {
         /// First retry delay for a comet that fails; doubles up to `maxBackoff`.
         public var backoff: Duration = .milliseconds(100)
         public var maxBackoff: Duration = .seconds(3)
+        /// A comet with calls outstanding and none completing (or all failing) for this long is stuck: one call
+        /// probes it, the others skip it (their messages count as partially delivered) until it answers again.
+        public var skipAfter: Duration = .seconds(2)
+        /// A call to a comet is retried for at most this long, then its message counts as partially delivered.
+        public var deliveryDeadline: Duration = .seconds(10)
     }
 
     /// `[room]`: room batching. Unlike goim, a message in a quiet room goes out at once; batching only
@@ -81,6 +86,8 @@ public struct JobConfiguration: Sendable, Equatable {
         comet.timeout = m.duration("timeout", default: d.comet.timeout, minimum: .milliseconds(10))
         comet.backoff = m.duration("backoff", default: d.comet.backoff, minimum: .milliseconds(1))
         comet.maxBackoff = m.duration("maxBackoff", default: d.comet.maxBackoff, minimum: .milliseconds(1))
+        comet.skipAfter = m.duration("skipAfter", default: d.comet.skipAfter, minimum: .milliseconds(10))
+        comet.deliveryDeadline = m.duration("deliveryDeadline", default: d.comet.deliveryDeadline, minimum: .milliseconds(10))
 
         let r = reader.section("room")
         room.batch = r.int("batch", default: d.room.batch, in: 1...10_000)

@@ -9,7 +9,7 @@ import SwiftProtobuf
 public enum DeliveryOutcome: Sendable, Equatable {
     /// Every target comet accepted it.
     case delivered
-    /// Some comets accepted it; the others left the registry (or refused it) first.
+    /// Some comets accepted it; the others left the registry, were unreachable past the deadline, or refused it.
     case partiallyDelivered(String)
     /// No comet could take it: the comet it names, or every comet, is not in the registry.
     case undeliverable(String)
@@ -26,6 +26,8 @@ enum CallOutcome: Sendable, Equatable {
     case delivered
     /// The comet left the registry before it accepted the call.
     case gone
+    /// The comet is stuck (`CometHealth`) or did not accept the call within `comet.deliveryDeadline`.
+    case unreachable
     case rejected(String)
     case abandoned
 }
@@ -34,6 +36,7 @@ enum CallOutcome: Sendable, Equatable {
 struct OutcomeTally: Sendable {
     var delivered = 0
     var gone: [String] = []
+    var unreachable: [String] = []
     var rejected: [String] = []
     var abandoned = false
 
@@ -41,6 +44,7 @@ struct OutcomeTally: Sendable {
         switch outcome {
         case .delivered: delivered += 1
         case .gone: gone.append(comet)
+        case .unreachable: unreachable.append(comet)
         case .rejected(let reason): rejected.append("\(comet): \(reason)")
         case .abandoned: abandoned = true
         }
@@ -48,8 +52,9 @@ struct OutcomeTally: Sendable {
 
     var outcome: DeliveryOutcome {
         if abandoned { return .abandoned }
-        if gone.isEmpty && rejected.isEmpty { return .delivered }
+        if gone.isEmpty && unreachable.isEmpty && rejected.isEmpty { return .delivered }
         let detail = (gone.isEmpty ? [] : ["comets left the registry: \(gone.joined(separator: ", "))"])
+            + (unreachable.isEmpty ? [] : ["comets unreachable: \(unreachable.joined(separator: ", "))"])
             + (rejected.isEmpty ? [] : ["refused by \(rejected.joined(separator: "; "))"])
         let text = detail.joined(separator: "; ")
         if delivered > 0 { return .partiallyDelivered(text) }
@@ -58,24 +63,38 @@ struct OutcomeTally: Sendable {
 }
 
 /// Comet calls with retries: a call that fails for a transient reason (comet unreachable, deadline,
-/// overload) is repeated with exponential backoff for as long as the comet is in the registry.
+/// overload) is repeated with exponential backoff while the comet is in the registry, for at most
+/// `deliveryDeadline`, and not at all while the comet is stuck (`CometHealth`) unless it is the probe.
 struct Delivery: Sendable {
     let pool: CometPool
     let statistics: JobStatistics
     let backoff: Duration
     let maxBackoff: Duration
+    let health: CometHealth
+    let deliveryDeadline: Duration
     let logger: Logger
 
-    /// Calls `body` on comet `hostname` until it succeeds, the comet answers with a permanent
-    /// error, the comet leaves the registry, or the task is cancelled.
+    /// Calls `body` on comet `hostname` until it succeeds, the comet answers with a permanent error, the comet
+    /// leaves the registry, the comet is stuck (and another call is probing it), `deliveryDeadline` has passed,
+    /// or the task is cancelled.
     func call(_ hostname: String, _ body: @Sendable (any CometRPC) async throws -> Void) async -> CallOutcome {
         var delay = backoff
         var attempt = 0
+        let giveUp = ContinuousClock.now + deliveryDeadline
         while true {
             if Task.isCancelled { return .abandoned }
-            guard let comet = pool.comet(hostname) else { return .gone }
+            guard let comet = pool.comet(hostname) else {
+                health.forget(hostname)
+                return .gone
+            }
+            let admission = health.admit(hostname)
+            guard admission != .skip else {
+                health.recordSkipped()
+                return .unreachable
+            }
             do {
                 try await comet.call(body)
+                health.finished(hostname, success: true, admission: admission)
                 statistics.cometCalls.increment()
                 if attempt > 0 {
                     logger.info("comet accepted a call after retries", metadata: [
@@ -84,6 +103,7 @@ struct Delivery: Sendable {
                 }
                 return .delivered
             } catch {
+                health.finished(hostname, success: false, admission: admission)
                 if Task.isCancelled { return .abandoned }
                 attempt += 1
                 switch CallFailure(error) {
@@ -91,6 +111,12 @@ struct Delivery: Sendable {
                     logger.error("comet refused a call", metadata: ["goim.server": "\(hostname)", "error": "\(error)"])
                     return .rejected("\(error)")
                 case .transient:
+                    guard ContinuousClock.now < giveUp else {
+                        logger.warning("comet did not accept a call within comet.deliveryDeadline; giving up", metadata: [
+                            "goim.server": "\(hostname)", "goim.attempts": "\(attempt)", "error": "\(error)",
+                        ])
+                        return .unreachable
+                    }
                     statistics.retries.increment()
                     if attempt == 1 || attempt.isMultiple(of: 20) {
                         logger.warning("comet call failed; retrying with backoff", metadata: [

@@ -21,6 +21,9 @@ public final class JobStatistics: Sendable {
     public let abandoned = Atomic<Int>(0)
     /// Failed comet calls that were retried.
     public let retries = Atomic<Int>(0)
+    /// Deliveries to a comet not attempted because it was stuck (`CometHealth`): a call skipped, or a room message
+    /// not queued (or given up) for that comet. Their messages count as partially delivered (or undeliverable).
+    public let skippedCalls = Atomic<Int>(0)
     /// Comet RPCs that succeeded (one `BroadcastRoom` may carry many messages).
     public let cometCalls = Atomic<Int>(0)
     /// `BroadcastRoom` calls and the messages they carried (their ratio is the mean batch size).
@@ -42,6 +45,7 @@ public final class JobStatistics: Sendable {
             malformed: malformed.load(ordering: .relaxed),
             abandoned: abandoned.load(ordering: .relaxed),
             retries: retries.load(ordering: .relaxed),
+            skippedCalls: skippedCalls.load(ordering: .relaxed),
             cometCalls: cometCalls.load(ordering: .relaxed),
             roomBatches: roomBatches.load(ordering: .relaxed),
             roomBatchedMessages: roomBatchedMessages.load(ordering: .relaxed),
@@ -58,6 +62,7 @@ public final class JobStatistics: Sendable {
         public var malformed: Int
         public var abandoned: Int
         public var retries: Int
+        public var skippedCalls: Int = 0
         public var cometCalls: Int
         public var roomBatches: Int
         public var roomBatchedMessages: Int
@@ -68,7 +73,7 @@ public final class JobStatistics: Sendable {
 
         public var description: String {
             "received=\(received) delivered=\(delivered) partial=\(partiallyDelivered) undeliverable=\(undeliverable) "
-                + "rejected=\(rejected) malformed=\(malformed) abandoned=\(abandoned) retries=\(retries) "
+                + "rejected=\(rejected) malformed=\(malformed) abandoned=\(abandoned) retries=\(retries) skipped=\(skippedCalls) "
                 + "cometCalls=\(cometCalls) roomBatches=\(roomBatches)/\(roomBatchedMessages) ackFailures=\(ackFailures)"
         }
     }

@@ -75,5 +75,7 @@ extension JobConsumer.Settings {
         roomIdle = configuration.room.idle
         backoff = configuration.comet.backoff
         maxBackoff = configuration.comet.maxBackoff
+        skipAfter = configuration.comet.skipAfter
+        deliveryDeadline = configuration.comet.deliveryDeadline
     }
 }

@@ -24,10 +24,11 @@ struct Ticket: Sendable {
 /// comet is still in flight. Each target comet has its own lane: at most one `BroadcastRoom` per room
 /// and comet is in flight (which keeps the room's order on that comet), carrying up to `batch` queued
 /// messages in their arrival order. A slow or unreachable comet delays only its own lane; a message
-/// is finished (and acknowledged) once every lane it belongs to has sent it.
+/// is finished (and acknowledged) once every lane it belongs to has sent it (or given up on its comet),
+/// in whatever order that happens: a batch stuck on one comet does not hold back the messages after it.
 ///
-/// At most `queueSize` messages wait per room: `admit()` suspends the caller (the consumer) while the
-/// room is full, so nothing is dropped (goim dropped them: "room proto chan full").
+/// At most `queueSize` unfinished messages wait per room: `reserve()` suspends the caller (the consumer)
+/// while the room is full, so nothing is dropped (goim dropped them: "room proto chan full").
 final class RoomAggregator: Sendable {
     struct Entry {
         var packet: ByteBuffer
@@ -35,6 +36,8 @@ final class RoomAggregator: Sendable {
         var targets: Set<String>
         var remaining: Int
         var tally = OutcomeTally()
+        /// Finished (every lane is done with it) but still in `entries` behind an unfinished one.
+        var done = false
     }
 
     struct Lane {
@@ -69,27 +72,109 @@ final class RoomAggregator: Sendable {
 
     let room: String
     let batchLimit: Int
+    /// Comets that stopped making progress get no new messages, and a full queue gives up on their queued ones.
+    let health: CometHealth?
     private let space: AsyncSemaphore
     private let state = Mutex(State())
 
-    init(room: String, batchLimit: Int, queueSize: Int) {
+    init(room: String, batchLimit: Int, queueSize: Int, health: CometHealth? = nil) {
         self.room = room
         self.batchLimit = batchLimit
+        self.health = health
         self.space = AsyncSemaphore(permits: queueSize)
     }
 
     /// Waits for room in the queue (back-pressure). Throws only when cancelled.
+    ///
+    /// While the queue is full, every `skipAfter / 2` it gives up on the queued messages of comets that are stuck: a
+    /// lane whose call hangs (a partitioned comet) would otherwise hold the room until that call's deadline. This
+    /// timer runs only while a room is full; a room with space takes a permit at once.
     func reserve() async throws {
-        try await space.acquire()
+        guard let health, space.tryAcquire(upTo: 1) == 0 else {
+            if health == nil { try await space.acquire() }
+            return
+        }
+        let interval = max(.milliseconds(10), health.skipAfter / 2)
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await self.space.acquire()
+                return true
+            }
+            group.addTask {
+                while (try? await Task.sleep(for: interval)) != nil {
+                    self.skipStuckLanes()
+                }
+                return false
+            }
+            for try await acquired in group where acquired {
+                group.cancelAll()
+                return
+            }
+        }
     }
 
-    /// Queues `packet` (a complete inner packet) for `targets`, after `reserve()`.
+    /// Gives up on every queued message of a stuck comet that its lane has not taken yet: counted unreachable
+    /// there, finished if that was its last comet.
+    func skipStuckLanes() {
+        guard let health else { return }
+        var skippedCount = 0
+        let finished = state.withLock { state -> [(Ticket, DeliveryOutcome)] in
+            var finished: [(Ticket, DeliveryOutcome)] = []
+            for (hostname, lane) in state.lanes where lane.running && health.isStuck(hostname) {
+                var index = Int(max(lane.next, state.headSeq) - state.headSeq)
+                while index < state.entries.count {
+                    let position = state.entries.index(state.entries.startIndex, offsetBy: index)
+                    if state.entries[position].targets.remove(hostname) != nil {
+                        skippedCount += 1
+                        state.entries[position].remaining -= 1
+                        state.entries[position].tally.add(.unreachable, comet: hostname)
+                        if state.entries[position].remaining == 0 {
+                            state.entries[position].done = true
+                            finished.append((state.entries[position].ticket, state.entries[position].tally.outcome))
+                        }
+                    }
+                    index += 1
+                }
+            }
+            while let first = state.entries.first, first.done {
+                state.entries.removeFirst()
+                state.headSeq += 1
+            }
+            return finished
+        }
+        for (ticket, outcome) in finished { ticket.finish(outcome) }
+        if !finished.isEmpty { space.release(finished.count) }
+        if skippedCount > 0 { health.recordSkipped(skippedCount) }
+    }
+
+    /// Queues `packet` (a complete inner packet) for `targets`, after `reserve()`. A stuck target is counted
+    /// unreachable at once instead of being queued.
     func append(packet: ByteBuffer, ticket: Ticket, targets: [String]) -> AppendResult {
+        var targets = targets
+        var skipped: [String] = []
+        if let health {
+            skipped = targets.filter { health.isStuck($0) }
+            if !skipped.isEmpty {
+                targets.removeAll { skipped.contains($0) }
+                health.recordSkipped(skipped.count)
+            }
+        }
+        if targets.isEmpty {
+            // Every target is stuck: nothing to queue.
+            var tally = OutcomeTally()
+            for hostname in skipped { tally.add(.unreachable, comet: hostname) }
+            let retired = state.withLock { $0.retired }
+            space.release()
+            if retired { return .retired }
+            ticket.finish(tally.outcome)
+            return .appended(startLanes: [])
+        }
         let result = state.withLock { state -> AppendResult in
             guard !state.retired else { return .retired }
             let seq = state.nextSeq
-            state.entries.append(
-                Entry(packet: packet, ticket: ticket, targets: Set(targets), remaining: targets.count))
+            var entry = Entry(packet: packet, ticket: ticket, targets: Set(targets), remaining: targets.count)
+            for hostname in skipped { entry.tally.add(.unreachable, comet: hostname) }
+            state.entries.append(entry)
             state.lastActivity = .now
             var start: [String] = []
             for target in targets {
@@ -151,19 +236,23 @@ final class RoomAggregator: Sendable {
         }
     }
 
-    /// Records one lane's outcome for `sequences`; returns the entries now finished, in order.
+    /// Records one lane's outcome for `sequences`; returns the entries now finished. Finished entries leave the
+    /// queue from its head; one behind an unfinished entry is finished at once and leaves later.
     private func complete(_ sequences: [UInt64], hostname: String, outcome: CallOutcome) -> [(Ticket, DeliveryOutcome)] {
         state.withLock { state in
+            var finished: [(Ticket, DeliveryOutcome)] = []
             for seq in sequences {
                 let index = state.entries.index(state.entries.startIndex, offsetBy: Int(seq - state.headSeq))
                 state.entries[index].remaining -= 1
                 state.entries[index].tally.add(outcome, comet: hostname)
+                if state.entries[index].remaining == 0 {
+                    state.entries[index].done = true
+                    finished.append((state.entries[index].ticket, state.entries[index].tally.outcome))
+                }
             }
-            var finished: [(Ticket, DeliveryOutcome)] = []
-            while let first = state.entries.first, first.remaining == 0 {
+            while let first = state.entries.first, first.done {
                 state.entries.removeFirst()
                 state.headSeq += 1
-                finished.append((first.ticket, first.tally.outcome))
             }
             state.lastActivity = .now
             return finished
@@ -196,16 +285,19 @@ struct RoomTable {
     private(set) var rooms: [String: RoomAggregator] = [:]
     private var lastSweep = ContinuousClock.now
 
-    init(batchLimit: Int, queueSize: Int, idle: Duration) {
+    let health: CometHealth?
+
+    init(batchLimit: Int, queueSize: Int, idle: Duration, health: CometHealth? = nil) {
         self.batchLimit = batchLimit
         self.queueSize = queueSize
         self.idle = idle
+        self.health = health
     }
 
     /// The live aggregator of `room`, created when missing or retired.
     mutating func aggregator(for room: String) -> RoomAggregator {
         if let existing = rooms[room] { return existing }
-        let created = RoomAggregator(room: room, batchLimit: batchLimit, queueSize: queueSize)
+        let created = RoomAggregator(room: room, batchLimit: batchLimit, queueSize: queueSize, health: health)
         rooms[room] = created
         return created
     }

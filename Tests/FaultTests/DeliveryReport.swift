@@ -7,7 +7,8 @@ import Synchronization
 /// - delivered / lost: of those, received at least once / never;
 /// - duplicates: receipts beyond the first, on clients that stayed connected;
 /// - reconnected clients (their comet died) are counted apart: what they missed is not a loss of an acknowledged
-///   push to a connected client, and goim has no history to replay it (issue 17);
+///   push to a connected client, and goim has no history to replay it (issue 17); so are clients a scenario puts
+///   apart (those of a stuck comet);
 /// - excluded: pushes the scenario says may miss (e.g. mids pushes while Redis lost the sessions), counted apart;
 /// - recovery: the longest an acknowledged push sent after the fault waited for its last delivery.
 struct DeliveryReport: Sendable, CustomStringConvertible {
@@ -31,12 +32,12 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
 
     init(
         scenario: String, records: [Pusher.Record], fleet: CheckedFleet, faultAt: ContinuousClock.Instant,
-        excluded: (Pusher.Record) -> Bool = { _ in false }
+        apart: Set<Int> = [], excluded: (Pusher.Record) -> Bool = { _ in false }
     ) {
         self.scenario = scenario
         pushesSent = records.count
         let receipts = fleet.clients.map { $0.receipts.withLock { $0 } }
-        let reconnected = fleet.clients.map { $0.reconnected.load(ordering: .relaxed) }
+        let reconnected = fleet.clients.map { $0.reconnected.load(ordering: .relaxed) || apart.contains($0.index) }
         reconnectedClients = reconnected.filter { $0 }.count
         for record in records {
             if record.attempts > 1 { retried += 1 }

@@ -23,7 +23,9 @@ struct FaultScenarioTests {
     /// Runs one scenario and returns its report (also printed, and appended to `GOIM_FAULT_REPORT`).
     static func scenario(
         _ name: String, options: Stack.Options = Stack.Options(), heartbeat: Duration? = nil,
+        apart: @escaping @Sendable (CheckedFleet) -> Set<Int> = { _ in [] },
         excluded: @escaping @Sendable (Pusher.Record, ContinuousClock.Instant) -> Bool = { _, _ in false },
+        measure: @escaping @Sendable (CheckedFleet, ContinuousClock.Instant) -> [String] = { _, _ in [] },
         inject: @escaping @Sendable (Stack, CheckedFleet) async throws -> [String]
     ) async throws -> DeliveryReport {
         var options = options
@@ -50,13 +52,15 @@ struct FaultScenarioTests {
 
             // Deliveries still on their way (redelivery after ackWait, retries) get time to land.
             func report() -> DeliveryReport {
-                DeliveryReport(scenario: name, records: pusher.all, fleet: fleet, faultAt: faultAt) { excluded($0, faultAt) }
+                DeliveryReport(scenario: name, records: pusher.all, fleet: fleet, faultAt: faultAt, apart: apart(fleet)) {
+                    excluded($0, faultAt)
+                }
             }
             try? await eventually("every acknowledged push reaches every client that stayed connected", timeout: .seconds(30)) {
                 report().lost == 0
             }
             var final = report()
-            final.notes = notes
+            final.notes = notes + measure(fleet, faultAt)
             final.publish()
             result = final
         }
@@ -159,6 +163,49 @@ struct FaultScenarioTests {
         #expect(report.notAcknowledged == 0, "\(report)")
     }
 
+    @Test("a comet stopped (SIGSTOP) while it stays registered: the other comet keeps at least 90 % of its delivery rate; the stuck one's messages are given up after comet.skipAfter")
+    func stuckComet() async throws {
+        var options = Stack.Options()
+        // The stopped comet's registry record must outlive the fault: a long TTL for the comets only.
+        options.cometEnvironment = ["GOIM_REGISTRY_TTL": "60s"]
+        // Few in-flight slots and short room queues, so that waiting on the stuck comet would stall everything fast.
+        // GOIM_FAULT_SKIPAFTER (e.g. 60s) turns skipping off, to measure without it.
+        let skipAfter = FaultScale.environment["GOIM_FAULT_SKIPAFTER"] ?? "500ms"
+        options.jobEnvironment = [
+            "GOIM_COMET_TIMEOUT": "1s", "GOIM_COMET_SKIPAFTER": skipAfter, "GOIM_COMET_DELIVERYDEADLINE": "3s",
+            "GOIM_CONSUMER_MAXINFLIGHT": "64", "GOIM_ROOM_QUEUESIZE": "16",
+        ]
+        let ratio = Back()
+        let window = Duration.milliseconds(Int64(FaultScale.seconds * 300))
+        let report = try await Self.scenario(
+            "comet stopped (SIGSTOP), still registered", options: options,
+            apart: { fleet in Set(fleet.clients.filter { $0.comet.withLock { $0 } == "comet-b" }.map(\.index)) },
+            measure: { fleet, faultAt in
+                // Deliveries to comet-a's clients in the window after the fault, against the same window before.
+                let healthy = fleet.clients.filter { $0.comet.withLock { $0 } == "comet-a" }
+                var before = 0
+                var after = 0
+                for client in healthy {
+                    for receipt in client.receipts.withLock({ Array($0.values) }) {
+                        if receipt.first >= faultAt - window && receipt.first < faultAt { before += 1 }
+                        if receipt.first >= faultAt && receipt.first < faultAt + window { after += 1 }
+                    }
+                }
+                let value = before > 0 ? Double(after) / Double(before) : 0
+                ratio.value = value
+                return [String(format: "comet-a delivery rate during the fault: %.2f of the rate before (%d vs %d deliveries in %@)", value, after, before, DeliveryReport.format(window))]
+            }
+        ) { stack, _ in
+            let stuck = try #require(stack.comets[1].process.pid)
+            kill(stuck, SIGSTOP)
+            try await Task.sleep(for: window + .milliseconds(500))
+            kill(stuck, SIGCONT)
+            return ["comet-b stopped for \(DeliveryReport.format(window + .milliseconds(500))); comet.skipAfter \(skipAfter), timeout 1 s; maxInFlight 64, room queue 16"]
+        }
+        #expect(report.lost == 0, "\(report)")
+        #expect((ratio.value ?? 0) >= 0.9, "\(report)")
+    }
+
     /// How many `key_*` sessions in Redis name `server`.
     static func redisCount(_ stack: Stack, sessionsOf server: String) throws -> Int {
         let script = "local n = 0 for _, k in ipairs(redis.call('KEYS', 'key_*')) do if redis.call('GET', k) == ARGV[1] then n = n + 1 end end return n"
@@ -179,11 +226,16 @@ struct FaultScenarioTests {
     }
 }
 
-/// When the restarted dependency was back.
+/// A value a scenario's closure sets for the test to read (when a restarted dependency was back, a measured ratio).
 final class Back: Sendable {
     private let instant = Mutex<ContinuousClock.Instant?>(nil)
+    private let number = Mutex<Double?>(nil)
     var at: ContinuousClock.Instant? {
         get { instant.withLock { $0 } }
         set { instant.withLock { $0 = newValue } }
+    }
+    var value: Double? {
+        get { number.withLock { $0 } }
+        set { number.withLock { $0 = newValue } }
     }
 }

@@ -1,0 +1,107 @@
+import Foundation
+import GoIMRPC
+import Testing
+
+@testable import Job
+
+/// One comet that stops answering must not hold up delivery to the others (issue 15: a stuck comet filled a room's
+/// queue, then every in-flight slot, and stopped the job for every comet).
+@Suite("a stuck comet is skipped, the others keep going")
+struct StuckCometTests {
+    @Test("CometHealth: stuck after skipAfter without progress (calls hanging or all failing); one probe at a time; a success heals it")
+    func health() {
+        let health = CometHealth(skipAfter: .seconds(1))
+        let start = ContinuousClock.now
+        // Calls that complete keep a busy comet healthy.
+        #expect(health.admit("a", now: start) == .call)
+        health.finished("a", success: true, admission: .call, now: start + .milliseconds(900))
+        #expect(health.admit("a", now: start + .milliseconds(950)) == .call)
+        #expect(health.admit("a", now: start + .milliseconds(1800)) == .call)  // progress 900 ms ago
+        // Nothing completes for more than a second: stuck. One probe, the rest skipped.
+        #expect(health.isStuck("a", now: start + .milliseconds(2000)))
+        #expect(health.admit("a", now: start + .milliseconds(2000)) == .probe)
+        #expect(health.admit("a", now: start + .milliseconds(2001)) == .skip)
+        // The probe fails: still stuck, the next call may probe.
+        health.finished("a", success: false, admission: .probe, now: start + .milliseconds(2100))
+        #expect(health.admit("a", now: start + .milliseconds(2200)) == .probe)
+        health.finished("a", success: true, admission: .probe, now: start + .milliseconds(2300))
+        // The hanging calls are still outstanding, but a call completed: healthy.
+        #expect(!health.isStuck("a", now: start + .milliseconds(2400)))
+        #expect(health.admit("a", now: start + .milliseconds(2400)) == .call)
+
+        // Every call failing for more than a second is stuck too, even with nothing outstanding.
+        #expect(health.admit("b", now: start) == .call)
+        health.finished("b", success: false, admission: .call, now: start)
+        #expect(!health.isStuck("b", now: start + .milliseconds(500)))
+        #expect(health.isStuck("b", now: start + .milliseconds(1500)))
+    }
+
+    @Test("room messages for a healthy and a hanging comet: the healthy one gets every message at once, the rest finish partially delivered, the room queue never blocks")
+    func hangingCometDoesNotBlockTheRoom() async throws {
+        let (pool, recorders) = memoryPool(["ok", "stuck"])
+        recorders["stuck"]!.setLatency(.seconds(60))  // calls hang (a stopped process, a partition)
+        let statistics = JobStatistics()
+        let sender = delivery(pool, statistics: statistics, skipAfter: .milliseconds(200))
+        let aggregator = RoomAggregator(room: "live://r", batchLimit: 5, queueSize: 10, health: sender.health)
+        let sink = TicketLog()
+        let messages = (0..<100).map { "m\($0)" }
+        let started = ContinuousClock.now
+        await withDiscardingTaskGroup { inner in
+                for (index, message) in messages.enumerated() {
+                    try? await aggregator.reserve()
+                    guard case .appended(let start) = aggregator.append(
+                        packet: PushEncoding.innerPacket(operation: 1000, body: Data(message.utf8)),
+                        ticket: Ticket(id: UInt64(index), sink: sink), targets: ["ok", "stuck"])
+                    else { return }
+                    for hostname in start {
+                        inner.addTask {
+                            await aggregator.runLane(hostname, statistics: statistics) { body in
+                                let request = Goim_Comet_BroadcastRoomReq.with {
+                                    $0.roomID = aggregator.room
+                                    $0.proto = PushEncoding.envelope(body: body)
+                                }
+                                return await sender.call(hostname) { try await $0.broadcastRoom(request) }
+                            }
+                        }
+                    }
+                    // A steady stream, 200 messages a second.
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
+                // Every message reached the healthy comet while the other hangs.
+                #expect(await recorders["ok"]!.wait(timeout: .seconds(10)) { $0.roomMessages("live://r").count == 100 })
+                #expect(recorders["ok"]!.roomMessages("live://r") == messages)
+                // All but the first hanging batch are finished: partially delivered (the stuck comet skipped).
+                let finished = await eventuallyTrue { sink.count >= 95 }
+                #expect(finished, "finished \(sink.count)")
+                #expect(ContinuousClock.now - started < .seconds(10))
+                if case .partiallyDelivered(let detail) = sink.outcome(99) {
+                    #expect(detail.contains("unreachable: stuck"))
+                } else {
+                    Issue.record("message 99: \(String(describing: sink.outcome(99)))")
+                }
+                #expect(statistics.skippedCalls.load(ordering: .relaxed) > 0)
+                inner.cancelAll()
+        }
+    }
+
+    @Test("a call retried against a comet that keeps failing gives up at comet.deliveryDeadline")
+    func deliveryDeadline() async throws {
+        let (pool, recorders) = memoryPool(["down"])
+        recorders["down"]!.setFailing(true)
+        let sender = delivery(pool, skipAfter: .seconds(60), deliveryDeadline: .milliseconds(300))
+        let started = ContinuousClock.now
+        let outcome = await sender.call("down") { try await $0.broadcastRoom(Goim_Comet_BroadcastRoomReq.with { $0.roomID = "r" }) }
+        #expect(outcome == .unreachable)
+        #expect(ContinuousClock.now - started < .seconds(3))
+    }
+}
+
+/// Polls `condition` every 10 ms for at most 10 s.
+func eventuallyTrue(_ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
