@@ -19,6 +19,9 @@ public enum DeliveryOutcome: Sendable, Equatable {
     case malformed(String)
     /// Shutdown ended its delivery: it goes back to the queue.
     case abandoned
+    /// A message this job delivered and acknowledged before, back because the ack was lost: acknowledged again, not
+    /// sent again.
+    case alreadyDelivered
 }
 
 /// The result of calls to one comet.

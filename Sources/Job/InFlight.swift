@@ -33,7 +33,17 @@ final class InFlight: TicketSink {
         var items: [UInt64: Item] = [:]
         var nextID: UInt64 = 0
         var unsettled = 0
+        /// Stream sequences of the messages this job settled with an ack most recently (`recent` in a ring, oldest
+        /// overwritten first). A message can come back after its ack: the ack failed (NATS away), or nats-server was
+        /// killed before it stored the consumer's ack floor. Such a redelivery is acknowledged without sending it
+        /// to the comets again.
+        var settled: Set<UInt64> = []
+        var recent = [UInt64](repeating: 0, count: InFlight.remembered)
+        var recentNext = 0
     }
+
+    /// How many settled messages are remembered (a few seconds of traffic at high rates; 1 MiB or so).
+    static let remembered = 65_536
 
     let permits: AsyncSemaphore
     let statistics: JobStatistics
@@ -103,6 +113,10 @@ final class InFlight: TicketSink {
         case .abandoned:
             statistics.abandoned.increment()
             disposition = .nak
+        case .alreadyDelivered:
+            statistics.redeliveriesSkipped.increment()
+            logger.info("push came back after it was delivered (its ack was lost); acknowledged, not sent again", metadata: metadata)
+            disposition = .ack
         }
         settlementsContinuation.yield(Settlement(id: id, message: message, disposition: disposition))
     }
@@ -137,9 +151,26 @@ final class InFlight: TicketSink {
                 break
             }
         }
-        state.withLock { _ = $0.items.removeValue(forKey: settlement.id) }
+        state.withLock { state in
+            _ = state.items.removeValue(forKey: settlement.id)
+            if case .ack = settlement.disposition { Self.remember(settlement.message.streamSequence, in: &state) }
+        }
         changed.signal()
         permits.release()
+    }
+
+    private static func remember(_ sequence: UInt64, in state: inout State) {
+        guard sequence > 0, state.settled.insert(sequence).inserted else { return }
+        let evicted = state.recent[state.recentNext]
+        if evicted > 0 { state.settled.remove(evicted) }
+        state.recent[state.recentNext] = sequence
+        state.recentNext = (state.recentNext + 1) % state.recent.count
+    }
+
+    /// Whether `message` is one this job already delivered and acknowledged (or tried to): it came back because the
+    /// ack was lost.
+    func wasDelivered(_ message: JetStreamMessage) -> Bool {
+        state.withLock { $0.settled.contains(message.streamSequence) }
     }
 
     /// Every `interval`, tells JetStream that messages held longer than `interval` are still being

@@ -208,6 +208,10 @@ public final class JobConsumer: Service, Sendable {
             for message in messages {
                 statistics.received.increment()
                 let ticket = inFlight.admit(message)
+                if inFlight.wasDelivered(message) {
+                    ticket.finish(.alreadyDelivered)
+                    continue
+                }
                 await dispatch(message, ticket: ticket, delivery: delivery, rooms: &rooms, deliveries: &deliveries)
             }
             rooms.sweepIfDue()

@@ -31,6 +31,9 @@ public final class JobStatistics: Sendable {
     public let roomBatchedMessages = Atomic<Int>(0)
     /// Acknowledgements that failed even after retrying (the message will be redelivered).
     public let ackFailures = Atomic<Int>(0)
+    /// Messages this job had delivered and acknowledged that came back (the ack was lost: NATS restarted before it
+    /// stored it): acknowledged again, not sent again.
+    public let redeliveriesSkipped = Atomic<Int>(0)
 
     public init() {}
 
@@ -49,7 +52,8 @@ public final class JobStatistics: Sendable {
             cometCalls: cometCalls.load(ordering: .relaxed),
             roomBatches: roomBatches.load(ordering: .relaxed),
             roomBatchedMessages: roomBatchedMessages.load(ordering: .relaxed),
-            ackFailures: ackFailures.load(ordering: .relaxed)
+            ackFailures: ackFailures.load(ordering: .relaxed),
+            redeliveriesSkipped: redeliveriesSkipped.load(ordering: .relaxed)
         )
     }
 
@@ -67,6 +71,7 @@ public final class JobStatistics: Sendable {
         public var roomBatches: Int
         public var roomBatchedMessages: Int
         public var ackFailures: Int
+        public var redeliveriesSkipped: Int = 0
 
         /// Messages that reached a final outcome (acknowledged or terminated).
         public var finished: Int { delivered + partiallyDelivered + undeliverable + rejected + malformed }
@@ -74,7 +79,8 @@ public final class JobStatistics: Sendable {
         public var description: String {
             "received=\(received) delivered=\(delivered) partial=\(partiallyDelivered) undeliverable=\(undeliverable) "
                 + "rejected=\(rejected) malformed=\(malformed) abandoned=\(abandoned) retries=\(retries) skipped=\(skippedCalls) "
-                + "cometCalls=\(cometCalls) roomBatches=\(roomBatches)/\(roomBatchedMessages) ackFailures=\(ackFailures)"
+                + "cometCalls=\(cometCalls) roomBatches=\(roomBatches)/\(roomBatchedMessages) ackFailures=\(ackFailures) "
+                + "redeliveriesSkipped=\(redeliveriesSkipped)"
         }
     }
 }

@@ -28,6 +28,8 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
     var excludedDelivered = 0
     var recovery: Duration = .zero
     var lostExamples: [String] = []
+    /// Push ids received more than once by some client that stayed connected.
+    var duplicated: Set<Int> = []
     var notes: [String] = []
 
     init(
@@ -57,7 +59,10 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
                     if receipt != nil { reconnectedDelivered += 1 }
                     continue
                 }
-                if let receipt { duplicates += receipt.count - 1 }
+                if let receipt, receipt.count > 1 {
+                    duplicates += receipt.count - 1
+                    duplicated.insert(record.id)
+                }
                 if isExcluded {
                     excludedExpected += 1
                     if receipt != nil { excludedDelivered += 1 }
@@ -89,6 +94,7 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
         if excludedExpected > 0 { text += "; excluded window: \(excludedDelivered) of \(excludedExpected) delivered" }
         if !notes.isEmpty { text += "; " + notes.joined(separator: "; ") }
         if !lostExamples.isEmpty { text += "\n  lost, e.g.: " + lostExamples.joined(separator: ", ") }
+        if !duplicated.isEmpty { text += "\n  duplicated pushes: " + duplicated.sorted().prefix(20).map { "f\($0)" }.joined(separator: ", ") }
         return text
     }
 
