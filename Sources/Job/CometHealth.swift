@@ -2,13 +2,16 @@ import Synchronization
 
 /// Whether each comet makes progress, so that one comet that cannot be reached never holds up the others.
 ///
-/// A comet is **stuck** when calls to it have been outstanding for `skipAfter` without any call completing, or when
-/// every call has failed for `skipAfter`. While it is stuck, one call at a time (the probe) still tries it, with the
-/// usual retries; every other call is skipped at once and its message counted as not delivered to that comet. So a
-/// comet that is registered but unreachable (a partition, a stopped process) holds no room queue, no in-flight slot
-/// and no acknowledgement for longer than about `skipAfter` plus one call's deadline. The first call that succeeds
-/// (the probe's, normally) makes it healthy again. A comet that is merely slow keeps completing calls and is never
-/// skipped: it is throttled by back-pressure instead.
+/// A comet is **stuck** when every call to it has failed for `skipAfter` (a failure includes a call that reached its
+/// deadline, `comet.timeout`), or when calls have been outstanding for `callTimeout + skipAfter` without any call
+/// finishing at all (past every deadline: something is wedged). While it is stuck, one call at a time (the probe)
+/// still tries it, with the usual retries; every other call is skipped at once and its message counted as not
+/// delivered to that comet. So a comet that is registered but unreachable (a partition, a stopped process) holds no
+/// room queue, no in-flight slot and no acknowledgement for longer than about one call's deadline plus `skipAfter`.
+/// The first call that succeeds (the probe's, normally) makes it healthy again. A comet that is merely slow or
+/// overloaded still completes calls within their deadline and is never skipped: back-pressure throttles it
+/// instead. (Counting a busy comet as stuck after `skipAfter` of slow calls lost pushes to a healthy, overloaded
+/// comet in the fault tests; a wrong skip loses messages, a late one only delays them.)
 final class CometHealth: Sendable {
     enum Admission: Equatable {
         case call
@@ -19,26 +22,34 @@ final class CometHealth: Sendable {
 
     private struct State {
         var outstanding = 0
-        /// The last time a call completed, or the comet went from idle to busy.
+        /// The last time a call finished (succeeded or failed), or the comet went from idle to busy.
         var progressAt: ContinuousClock.Instant
         var failingSince: ContinuousClock.Instant?
         var probing = false
+        var lastSuccess: ContinuousClock.Instant?
 
-        func isStuck(now: ContinuousClock.Instant, after limit: Duration) -> Bool {
-            if outstanding > 0, now - progressAt > limit { return true }
+        func isStuck(now: ContinuousClock.Instant, failing limit: Duration, wedged wedgedLimit: Duration) -> Bool {
             if let failingSince, now - failingSince > limit { return true }
+            if outstanding > 0, now - progressAt > wedgedLimit { return true }
             return false
         }
     }
 
     let skipAfter: Duration
+    /// The deadline of one call (`comet.timeout`).
+    let callTimeout: Duration
     private let states = Mutex<[String: State]>([:])
     /// Where skips are counted (`skippedCalls`).
     let statistics: JobStatistics?
 
-    init(skipAfter: Duration, statistics: JobStatistics? = nil) {
+    init(skipAfter: Duration, callTimeout: Duration, statistics: JobStatistics? = nil) {
         self.skipAfter = skipAfter
+        self.callTimeout = callTimeout
         self.statistics = statistics
+    }
+
+    private func stuck(_ state: State, now: ContinuousClock.Instant) -> Bool {
+        state.isStuck(now: now, failing: skipAfter, wedged: callTimeout + skipAfter)
     }
 
     /// Counts deliveries to a stuck comet that were not attempted.
@@ -51,7 +62,7 @@ final class CometHealth: Sendable {
         states.withLock { states in
             var state = states[hostname] ?? State(progressAt: now)
             defer { states[hostname] = state }
-            if state.isStuck(now: now, after: skipAfter) {
+            if stuck(state, now: now) {
                 guard !state.probing else { return .skip }
                 state.probing = true
                 state.outstanding += 1
@@ -68,9 +79,10 @@ final class CometHealth: Sendable {
             guard var state = states[hostname] else { return }
             state.outstanding -= 1
             if admission == .probe { state.probing = false }
+            state.progressAt = now
             if success {
-                state.progressAt = now
                 state.failingSince = nil
+                state.lastSuccess = now
             } else if state.failingSince == nil {
                 state.failingSince = now
             }
@@ -79,7 +91,15 @@ final class CometHealth: Sendable {
     }
 
     func isStuck(_ hostname: String, now: ContinuousClock.Instant = .now) -> Bool {
-        states.withLock { $0[hostname]?.isStuck(now: now, after: skipAfter) ?? false }
+        states.withLock { states in states[hostname].map { stuck($0, now: now) } ?? false }
+    }
+
+    /// Whether a call to `hostname` succeeded within `window` and it is not failing since.
+    func answered(_ hostname: String, within window: Duration, now: ContinuousClock.Instant = .now) -> Bool {
+        states.withLock { states in
+            guard let state = states[hostname], let last = state.lastSuccess, state.failingSince == nil else { return false }
+            return now - last <= window
+        }
     }
 
     /// Forgets a comet that left the registry.

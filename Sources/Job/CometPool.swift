@@ -93,6 +93,9 @@ public final class CometPool: Service, Sendable {
     let source: @Sendable () async throws -> [CometInstanceAddress]
     let connector: CometConnector
     let logger: Logger
+    /// How each comet answers calls: a comet missing from the registry that still answers is kept (Redis lost the
+    /// registry and the comet has not written its record again yet), and delivery skips stuck comets.
+    let health: CometHealth
     private let state = Mutex(State())
     private let started: AsyncStream<CometEndpoint>
     private let startedContinuation: AsyncStream<CometEndpoint>.Continuation
@@ -100,11 +103,13 @@ public final class CometPool: Service, Sendable {
     /// - Parameters:
     ///   - source: reads the registry (`CometRegistry.instances()` in production).
     ///   - connector: makes a comet's client.
-    public init(
-        settings: Settings, logger: Logger, connector: @escaping CometConnector,
+    ///   - health: shared with delivery; a fresh one (default thresholds) when nil.
+    init(
+        settings: Settings, logger: Logger, connector: @escaping CometConnector, health: CometHealth? = nil,
         source: @escaping @Sendable () async throws -> [CometInstanceAddress]
     ) {
         self.settings = settings
+        self.health = health ?? CometHealth(skipAfter: .seconds(2), callTimeout: .seconds(5))
         self.logger = logger
         self.connector = connector
         self.source = source
@@ -112,8 +117,10 @@ public final class CometPool: Service, Sendable {
     }
 
     /// A pool fed by the Redis cluster registry.
-    public convenience init(settings: Settings, registry: CometRegistry, logger: Logger, connector: @escaping CometConnector) {
-        self.init(settings: settings, logger: logger, connector: connector) {
+    convenience init(
+        settings: Settings, registry: CometRegistry, logger: Logger, connector: @escaping CometConnector, health: CometHealth
+    ) {
+        self.init(settings: settings, logger: logger, connector: connector, health: health) {
             try await registry.instances().map { CometInstanceAddress(hostname: $0.hostname, rpcAddress: $0.rpcAddress) }
         }
     }
@@ -229,6 +236,9 @@ public final class CometPool: Service, Sendable {
                 added.append(comet)
             }
             for (hostname, member) in state.members where now - member.lastSeen > settings.grace {
+                // Still answering calls: the registry lost it (Redis restarted without its data), the comet did not.
+                // Dropping it would lose its clients' pushes until it registers again.
+                guard !health.answered(hostname, within: settings.grace, now: now) else { continue }
                 state.members[hostname] = nil
                 removed.append(member.comet)
             }

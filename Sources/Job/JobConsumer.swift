@@ -33,8 +33,6 @@ public final class JobConsumer: Service, Sendable {
         public var roomIdle: Duration = .seconds(900)
         public var backoff: Duration = .milliseconds(100)
         public var maxBackoff: Duration = .seconds(3)
-        /// A comet with calls outstanding and none completing (or all failing) for this long is stuck: skipped.
-        public var skipAfter: Duration = .seconds(2)
         /// A call to a comet is retried for at most this long.
         public var deliveryDeadline: Duration = .seconds(10)
         /// Concurrent acknowledgements (each waits for the server's confirmation).
@@ -76,7 +74,7 @@ public final class JobConsumer: Service, Sendable {
         let inFlight = InFlight(maxInFlight: settings.maxInFlight, statistics: statistics, logger: logger)
         let delivery = Delivery(
             pool: pool, statistics: statistics, backoff: settings.backoff, maxBackoff: settings.maxBackoff,
-            health: CometHealth(skipAfter: settings.skipAfter, statistics: statistics), deliveryDeadline: settings.deliveryDeadline, logger: logger)
+            health: pool.health, deliveryDeadline: settings.deliveryDeadline, logger: logger)
         await withDiscardingTaskGroup { settlers in
             for _ in 0..<max(1, settings.settlers) {
                 settlers.addTask { await inFlight.runSettler() }

@@ -27,13 +27,16 @@ public final class JobWorker: Sendable {
         let redis = RedisClient(
             configuration: RedisConfiguration(configuration.redis), eventLoopGroup: eventLoopGroup, logger: logger)
         let registry = CometRegistry(redis: redis, configuration: configuration.registry)
+        let statistics = JobStatistics()
+        let health = CometHealth(
+            skipAfter: configuration.comet.skipAfter, callTimeout: configuration.comet.timeout, statistics: statistics)
         let pool = CometPool(
             settings: CometPool.Settings(configuration), registry: registry, logger: logger,
             connector: connector
-                ?? GRPCCometClient.connector(timeout: configuration.comet.timeout, secret: configuration.rpcAuth.secret))
+                ?? GRPCCometClient.connector(timeout: configuration.comet.timeout, secret: configuration.rpcAuth.secret),
+            health: health)
         let nats = NATSClient(
             configuration: NATSConfiguration(configuration.nats, clientName: "goim-job-\(configuration.env.host)"), logger: logger)
-        let statistics = JobStatistics()
         let consumer = JobConsumer(
             settings: JobConsumer.Settings(configuration), nats: nats, pool: pool, statistics: statistics,
             logger: logger, streamConfiguration: StreamConfiguration(configuration.nats))
@@ -75,7 +78,6 @@ extension JobConsumer.Settings {
         roomIdle = configuration.room.idle
         backoff = configuration.comet.backoff
         maxBackoff = configuration.comet.maxBackoff
-        skipAfter = configuration.comet.skipAfter
         deliveryDeadline = configuration.comet.deliveryDeadline
     }
 }

@@ -63,6 +63,8 @@ struct FaultScenarioTests {
             final.notes = notes + measure(fleet, faultAt)
             final.publish()
             result = final
+            // Stack.run attaches every process's last output to a thrown error: what a lost push needs.
+            if final.lost > 0 { throw StackTestError("\(final.lost) acknowledged deliveries lost: \(final)") }
         }
         return try #require(result)
     }

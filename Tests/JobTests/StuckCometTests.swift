@@ -8,32 +8,38 @@ import Testing
 /// queue, then every in-flight slot, and stopped the job for every comet).
 @Suite("a stuck comet is skipped, the others keep going")
 struct StuckCometTests {
-    @Test("CometHealth: stuck after skipAfter without progress (calls hanging or all failing); one probe at a time; a success heals it")
+    @Test("CometHealth: stuck when every call fails for skipAfter, or nothing finishes for timeout + skipAfter; one probe at a time; slow successes never")
     func health() {
-        let health = CometHealth(skipAfter: .seconds(1))
+        let health = CometHealth(skipAfter: .seconds(1), callTimeout: .seconds(1))
         let start = ContinuousClock.now
-        // Calls that complete keep a busy comet healthy.
-        #expect(health.admit("a", now: start) == .call)
-        health.finished("a", success: true, admission: .call, now: start + .milliseconds(900))
-        #expect(health.admit("a", now: start + .milliseconds(950)) == .call)
-        #expect(health.admit("a", now: start + .milliseconds(1800)) == .call)  // progress 900 ms ago
-        // Nothing completes for more than a second: stuck. One probe, the rest skipped.
-        #expect(health.isStuck("a", now: start + .milliseconds(2000)))
-        #expect(health.admit("a", now: start + .milliseconds(2000)) == .probe)
-        #expect(health.admit("a", now: start + .milliseconds(2001)) == .skip)
-        // The probe fails: still stuck, the next call may probe.
-        health.finished("a", success: false, admission: .probe, now: start + .milliseconds(2100))
-        #expect(health.admit("a", now: start + .milliseconds(2200)) == .probe)
-        health.finished("a", success: true, admission: .probe, now: start + .milliseconds(2300))
-        // The hanging calls are still outstanding, but a call completed: healthy.
-        #expect(!health.isStuck("a", now: start + .milliseconds(2400)))
-        #expect(health.admit("a", now: start + .milliseconds(2400)) == .call)
+        func at(_ milliseconds: Int64) -> ContinuousClock.Instant { start + .milliseconds(milliseconds) }
+        // Calls that finish keep a busy comet healthy.
+        #expect(health.admit("a", now: at(0)) == .call)
+        health.finished("a", success: true, admission: .call, now: at(900))
+        #expect(health.admit("a", now: at(950)) == .call)
+        #expect(health.admit("a", now: at(1800)) == .call)
+        // Nothing finishes for callTimeout + skipAfter (2 s): wedged. One probe, the rest skipped.
+        #expect(!health.isStuck("a", now: at(2800)))
+        #expect(health.isStuck("a", now: at(3000)))
+        #expect(health.admit("a", now: at(3000)) == .probe)
+        #expect(health.admit("a", now: at(3001)) == .skip)
+        // The probe succeeds: healthy again.
+        health.finished("a", success: true, admission: .probe, now: at(3100))
+        #expect(!health.isStuck("a", now: at(3200)))
+        #expect(health.admit("a", now: at(3200)) == .call)
 
-        // Every call failing for more than a second is stuck too, even with nothing outstanding.
-        #expect(health.admit("b", now: start) == .call)
-        health.finished("b", success: false, admission: .call, now: start)
-        #expect(!health.isStuck("b", now: start + .milliseconds(500)))
-        #expect(health.isStuck("b", now: start + .milliseconds(1500)))
+        // Every call failing (deadlines included) for more than skipAfter is stuck, even with nothing outstanding.
+        #expect(health.admit("b", now: at(0)) == .call)
+        health.finished("b", success: false, admission: .call, now: at(0))
+        #expect(!health.isStuck("b", now: at(500)))
+        #expect(health.isStuck("b", now: at(1500)))
+
+        // A slow comet whose calls take 1.5 s each but succeed is never stuck.
+        for step in Int64(0)..<5 {
+            #expect(health.admit("slow", now: at(step * 1500)) == .call)
+            #expect(!health.isStuck("slow", now: at(step * 1500 + 1400)))
+            health.finished("slow", success: true, admission: .call, now: at(step * 1500 + 1500))
+        }
     }
 
     @Test("room messages for a healthy and a hanging comet: the healthy one gets every message at once, the rest finish partially delivered, the room queue never blocks")
@@ -41,7 +47,8 @@ struct StuckCometTests {
         let (pool, recorders) = memoryPool(["ok", "stuck"])
         recorders["stuck"]!.setLatency(.seconds(60))  // calls hang (a stopped process, a partition)
         let statistics = JobStatistics()
-        let sender = delivery(pool, statistics: statistics, skipAfter: .milliseconds(200))
+        // The fake comet has no call deadline: a short "timeout" makes its hanging calls count as wedged quickly.
+        let sender = delivery(pool, statistics: statistics, skipAfter: .milliseconds(100), callTimeout: .milliseconds(100))
         let aggregator = RoomAggregator(room: "live://r", batchLimit: 5, queueSize: 10, health: sender.health)
         let sink = TicketLog()
         let messages = (0..<100).map { "m\($0)" }

@@ -49,11 +49,11 @@ func memoryPool(
 
 func delivery(
     _ pool: CometPool, statistics: JobStatistics = JobStatistics(), skipAfter: Duration = .seconds(2),
-    deliveryDeadline: Duration = .seconds(10)
+    callTimeout: Duration = .seconds(5), deliveryDeadline: Duration = .seconds(10)
 ) -> Delivery {
     Delivery(
         pool: pool, statistics: statistics, backoff: .milliseconds(5), maxBackoff: .milliseconds(20),
-        health: CometHealth(skipAfter: skipAfter, statistics: statistics), deliveryDeadline: deliveryDeadline, logger: testLogger())
+        health: CometHealth(skipAfter: skipAfter, callTimeout: callTimeout, statistics: statistics), deliveryDeadline: deliveryDeadline, logger: testLogger())
 }
 
 /// Feeds `messages` to `aggregator` as the consumer does (reserve, append, start idle lanes).
