@@ -27,8 +27,9 @@ public struct JobConfiguration: Sendable, Equatable {
         /// First retry delay for a comet that fails; doubles up to `maxBackoff`.
         public var backoff: Duration = .milliseconds(100)
         public var maxBackoff: Duration = .seconds(3)
-        /// A comet with calls outstanding and none completing (or all failing) for this long is stuck: one call
-        /// probes it, the others skip it (their messages count as partially delivered) until it answers again.
+        /// A comet whose calls have all failed for this long (a call past `timeout` fails), or with none finishing for
+        /// `timeout` + this, is stuck: one call probes it, the others skip it (their messages count as partially
+        /// delivered) until it answers again.
         public var skipAfter: Duration = .seconds(2)
         /// A call to a comet is retried for at most this long, then its message counts as partially delivered.
         public var deliveryDeadline: Duration = .seconds(10)
