@@ -54,40 +54,25 @@ struct StuckCometTests {
         let messages = (0..<100).map { "m\($0)" }
         let started = ContinuousClock.now
         await withDiscardingTaskGroup { inner in
-                for (index, message) in messages.enumerated() {
-                    try? await aggregator.reserve()
-                    guard case .appended(let start) = aggregator.append(
-                        packet: PushEncoding.innerPacket(operation: 1000, body: Data(message.utf8)),
-                        ticket: Ticket(id: UInt64(index), sink: sink), targets: ["ok", "stuck"])
-                    else { return }
-                    for hostname in start {
-                        inner.addTask {
-                            await aggregator.runLane(hostname, statistics: statistics) { body in
-                                let request = Goim_Comet_BroadcastRoomReq.with {
-                                    $0.roomID = aggregator.room
-                                    $0.proto = PushEncoding.envelope(body: body)
-                                }
-                                return await sender.call(hostname) { try await $0.broadcastRoom(request) }
-                            }
-                        }
-                    }
-                    // A steady stream, 200 messages a second.
-                    try? await Task.sleep(for: .milliseconds(5))
-                }
-                // Every message reached the healthy comet while the other hangs.
-                #expect(await recorders["ok"]!.wait(timeout: .seconds(10)) { $0.roomMessages("live://r").count == 100 })
-                #expect(recorders["ok"]!.roomMessages("live://r") == messages)
-                // All but the first hanging batch are finished: partially delivered (the stuck comet skipped).
-                let finished = await eventuallyTrue { sink.count >= 95 }
-                #expect(finished, "finished \(sink.count)")
-                #expect(ContinuousClock.now - started < .seconds(10))
-                if case .partiallyDelivered(let detail) = sink.outcome(99) {
-                    #expect(detail.contains("unreachable: stuck"))
-                } else {
-                    Issue.record("message 99: \(String(describing: sink.outcome(99)))")
-                }
-                #expect(statistics.skippedCalls.load(ordering: .relaxed) > 0)
-                inner.cancelAll()
+            // A steady stream, 200 messages a second.
+            // (feed throws only when cancelled)
+            try? await feed(
+                aggregator, messages, targets: ["ok", "stuck"], sink: sink, delivery: sender, statistics: statistics,
+                pause: .milliseconds(5), group: &inner)
+            // Every message reached the healthy comet while the other hangs.
+            #expect(await recorders["ok"]!.wait(timeout: .seconds(10)) { $0.roomMessages("live://r").count == 100 })
+            #expect(recorders["ok"]!.roomMessages("live://r") == messages)
+            // All but the first hanging batch are finished: partially delivered (the stuck comet skipped).
+            let finished = await eventuallyTrue { sink.count >= 95 }
+            #expect(finished, "finished \(sink.count)")
+            #expect(ContinuousClock.now - started < .seconds(10))
+            if case .partiallyDelivered(let detail) = sink.outcome(99) {
+                #expect(detail.contains("unreachable: stuck"))
+            } else {
+                Issue.record("message 99: \(String(describing: sink.outcome(99)))")
+            }
+            #expect(statistics.skippedCalls.load(ordering: .relaxed) > 0)
+            inner.cancelAll()
         }
     }
 

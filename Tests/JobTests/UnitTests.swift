@@ -56,12 +56,13 @@ func delivery(
         health: CometHealth(skipAfter: skipAfter, callTimeout: callTimeout, statistics: statistics), deliveryDeadline: deliveryDeadline, logger: testLogger())
 }
 
-/// Feeds `messages` to `aggregator` as the consumer does (reserve, append, start idle lanes).
+/// Feeds `messages` to `aggregator` as the consumer does (reserve, append, start idle lanes), `pause` apart.
 func feed(
     _ aggregator: RoomAggregator, _ messages: [String], targets: [String], sink: TicketLog, firstID: UInt64 = 0,
-    delivery: Delivery, statistics: JobStatistics, group: inout DiscardingTaskGroup
+    delivery: Delivery, statistics: JobStatistics, pause: Duration = .zero, group: inout DiscardingTaskGroup
 ) async throws {
     for (offset, message) in messages.enumerated() {
+        if pause > .zero, offset > 0 { try await Task.sleep(for: pause) }
         try await aggregator.reserve()
         let packet = PushEncoding.innerPacket(operation: 1000, body: Data(message.utf8))
         guard case .appended(let lanes) = aggregator.append(

@@ -154,26 +154,25 @@ final class LogicHarness: Sendable {
         }
     }
 
+    /// A plaintext gRPC client of logic's port, without the internal secret.
+    private func withPlainClient<T: Sendable>(_ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> T) async throws -> T {
+        let transport = try HTTP2ClientTransport.Posix(
+            target: ResolvableTargets.IPv4(addresses: [.init(host: "127.0.0.1", port: rpcPort)]), transportSecurity: .plaintext)
+        return try await withGRPCClient(transport: transport) { try await body($0) }
+    }
+
     /// A client of swift-goim's `swiftgoim.logic.Session`.
     func withSessionClient<T: Sendable>(
         _ body: (Swiftgoim_Logic_Session.Client<HTTP2ClientTransport.Posix>) async throws -> T
     ) async throws -> T {
-        let transport = try HTTP2ClientTransport.Posix(
-            target: ResolvableTargets.IPv4(addresses: [.init(host: "127.0.0.1", port: rpcPort)]), transportSecurity: .plaintext)
-        return try await withGRPCClient(transport: transport) { client in
-            try await body(Swiftgoim_Logic_Session.Client(wrapping: client))
-        }
+        try await withPlainClient { try await body(Swiftgoim_Logic_Session.Client(wrapping: $0)) }
     }
 
     /// A client of swift-goim's `swiftgoim.logic.LogicBatch`.
     func withBatchClient<T: Sendable>(
         _ body: (Swiftgoim_Logic_LogicBatch.Client<HTTP2ClientTransport.Posix>) async throws -> T
     ) async throws -> T {
-        let transport = try HTTP2ClientTransport.Posix(
-            target: ResolvableTargets.IPv4(addresses: [.init(host: "127.0.0.1", port: rpcPort)]), transportSecurity: .plaintext)
-        return try await withGRPCClient(transport: transport) { client in
-            try await body(Swiftgoim_Logic_LogicBatch.Client(wrapping: client))
-        }
+        try await withPlainClient { try await body(Swiftgoim_Logic_LogicBatch.Client(wrapping: $0)) }
     }
 
     // MARK: - NATS
