@@ -142,7 +142,10 @@ let targets: [Target] = [
         dependencies: ["LogicClient", "TestLogic", "TestSupport", "GoIMConfig", "GoIMProtocol", "GoIMRPC", nioPosix, logging, grpcCore, grpcHTTP2]
     ),
     .testTarget(name: "RedisTests", dependencies: ["Redis", "TestSupport", nio, nioPosix]),
-    .testTarget(name: "NATSTests", dependencies: ["NATS", "TestSupport", logging]),
+    .testTarget(
+        name: "NATSTests",
+        dependencies: ["NATS", "TestSupport", logging, .product(name: "Crypto", package: "swift-crypto")]
+    ),
     .testTarget(name: "GoIMConfigTests", dependencies: ["GoIMConfig"]),
     .testTarget(name: "RegistryTests", dependencies: ["Registry", "Redis", "GoIMConfig", "TestSupport"]),
     .testTarget(
@@ -234,6 +237,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        // Ed25519 for the NKeys and JWTs of NATSTests' operator-mode test (jwt-kit depends on it already).
+        .package(url: "https://github.com/apple/swift-crypto.git", "4.1.0"..<"6.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: targets,

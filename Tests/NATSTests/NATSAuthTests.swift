@@ -71,6 +71,49 @@ struct NATSAuthTests {
                 } != nil)
         }
     }
+
+    @Test("operator mode (JWT): a .creds file of a user of a trusted account connects; none, or an unknown account's user, is refused")
+    func credentialsFile() async throws {
+        // What nsc would make: an operator, an account it signs, a user the account signs (NKeys.swift).
+        let operatorKey = NKey(.operator)
+        let account = NKey(.account)
+        let user = NKey(.user)
+        let directory = try TestServers.temporaryDirectory("nats-operator")
+        let config = directory.appendingPathComponent("operator.conf")
+        try Data(
+            """
+            operator: \(try NATSJWT.operator(operatorKey, name: "goim-test-operator"))
+            resolver: MEMORY
+            resolver_preload: {
+              \(account.publicKey): \(try NATSJWT.account(account, issuer: operatorKey, name: "goim"))
+            }
+
+            """.utf8
+        ).write(to: config)
+        let credentials = try NATSJWT.writeCredentials(
+            user: user, account: account, name: "goim-user", to: directory.appendingPathComponent("user.creds"))
+        // The same user, its JWT signed by an account the server does not know.
+        let unknownAccount = try NATSJWT.writeCredentials(
+            user: user, account: NKey(.account), name: "goim-user", to: directory.appendingPathComponent("unknown.creds"))
+        // The right JWT with another user's seed: the server's nonce is then signed by the wrong key.
+        let wrongSeed = try NATSJWT.writeCredentials(
+            user: user, account: account, name: "goim-user", seed: NKey(.user), to: directory.appendingPathComponent("seed.creds"))
+
+        let server = try await TestServers.nats(jetStream: false, extraArguments: ["-c", config.path])
+        try await server.withRunning { server in
+            let connected = await Self.roundTrip(port: server.port) { $0.credentialsFile = credentials }
+            #expect(connected == nil, "\(connected.map { "\($0)" } ?? "")\n\(server.output)")
+            for refused in [
+                await Self.roundTrip(port: server.port) { _ in },
+                await Self.roundTrip(port: server.port) { $0.credentialsFile = unknownAccount },
+                await Self.roundTrip(port: server.port) { $0.credentialsFile = wrongSeed },
+            ] {
+                let error = refused as? NATSError
+                #expect(error?.code == .authFailed, "\(refused.map { "\($0)" } ?? "connected")")
+                #expect(error?.message.contains("Authorization Violation") == true, "\(refused.map { "\($0)" } ?? "connected")")
+            }
+        }
+    }
 }
 
 /// A throwaway CA with a server certificate for 127.0.0.1 and a client certificate, made with openssl.
