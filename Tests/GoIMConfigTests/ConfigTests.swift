@@ -192,6 +192,16 @@ import Testing
         #expect(good.auth.mode == "jwt")
     }
 
+    @Test func allowKeyTakeoverIsABoolean() throws {
+        #expect(try LogicConfiguration(ConfigReader(toml: "")).auth.allowKeyTakeover == false)
+        #expect(try LogicConfiguration(ConfigReader(toml: "[auth]\nallowKeyTakeover = true\n")).auth.allowKeyTakeover)
+        #expect {
+            _ = try LogicConfiguration(ConfigReader(toml: "[auth]\nallowKeyTakeover = \"yes please\"\n"))
+        } throws: { error in
+            (error as? ConfigError)?.description.contains("auth.allowKeyTakeover") == true
+        }
+    }
+
     @Test func logicCORSOrigins() throws {
         let (defaults, _) = try LogicConfiguration.load(path: nil, environment: [:])
         #expect(defaults.httpServer.corsOrigins == [])

@@ -276,5 +276,12 @@ struct JobUnitTests {
         #expect(throws: ConfigError.self) {
             try JobConfiguration(ConfigReader(toml: "[room]\ntargets = \"some\""))
         }
+        let comet = try JobConfiguration(ConfigReader(toml: "[comet]\nskipAfter = \"500ms\"\ndeliveryDeadline = \"3s\""))
+        #expect(comet.comet.skipAfter == .milliseconds(500) && comet.comet.deliveryDeadline == .seconds(3))
+        for bad in ["skipAfter = \"1ms\"", "deliveryDeadline = \"soon\""] {
+            let error = #expect(throws: ConfigError.self) { try JobConfiguration(ConfigReader(toml: "[comet]\n\(bad)")) }
+            let key = bad.split(separator: " ")[0]
+            #expect("\(error.map { "\($0)" } ?? "")".contains(key), "the error names comet.\(key)")
+        }
     }
 }
