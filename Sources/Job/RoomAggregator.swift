@@ -55,6 +55,25 @@ final class RoomAggregator: Sendable {
         var lastActivity = ContinuousClock.now
 
         var nextSeq: UInt64 { headSeq + UInt64(entries.count) }
+
+        /// Comet `hostname` is done with the entry at `offset` from the head (sent, or given up); returns the entry's
+        /// ticket and outcome when that was its last comet.
+        mutating func laneDone(at offset: Int, hostname: String, outcome: CallOutcome) -> (Ticket, DeliveryOutcome)? {
+            let index = entries.index(entries.startIndex, offsetBy: offset)
+            entries[index].remaining -= 1
+            entries[index].tally.add(outcome, comet: hostname)
+            guard entries[index].remaining == 0 else { return nil }
+            entries[index].done = true
+            return (entries[index].ticket, entries[index].tally.outcome)
+        }
+
+        /// Drops finished entries from the head (one behind an unfinished entry waits its turn).
+        mutating func dropFinishedHead() {
+            while let first = entries.first, first.done {
+                entries.removeFirst()
+                headSeq += 1
+            }
+        }
     }
 
     enum AppendResult {
@@ -126,20 +145,12 @@ final class RoomAggregator: Sendable {
                     let position = state.entries.index(state.entries.startIndex, offsetBy: index)
                     if state.entries[position].targets.remove(hostname) != nil {
                         skippedCount += 1
-                        state.entries[position].remaining -= 1
-                        state.entries[position].tally.add(.unreachable, comet: hostname)
-                        if state.entries[position].remaining == 0 {
-                            state.entries[position].done = true
-                            finished.append((state.entries[position].ticket, state.entries[position].tally.outcome))
-                        }
+                        if let done = state.laneDone(at: index, hostname: hostname, outcome: .unreachable) { finished.append(done) }
                     }
                     index += 1
                 }
             }
-            while let first = state.entries.first, first.done {
-                state.entries.removeFirst()
-                state.headSeq += 1
-            }
+            state.dropFinishedHead()
             return finished
         }
         for (ticket, outcome) in finished { ticket.finish(outcome) }
@@ -154,18 +165,16 @@ final class RoomAggregator: Sendable {
         var skipped: [String] = []
         if let health {
             skipped = targets.filter { health.isStuck($0) }
-            if !skipped.isEmpty {
-                targets.removeAll { skipped.contains($0) }
-                health.recordSkipped(skipped.count)
-            }
+            if !skipped.isEmpty { targets.removeAll { skipped.contains($0) } }
         }
         if targets.isEmpty {
             // Every target is stuck: nothing to queue.
-            var tally = OutcomeTally()
-            for hostname in skipped { tally.add(.unreachable, comet: hostname) }
             let retired = state.withLock { $0.retired }
             space.release()
             if retired { return .retired }
+            var tally = OutcomeTally()
+            for hostname in skipped { tally.add(.unreachable, comet: hostname) }
+            health?.recordSkipped(skipped.count)
             ticket.finish(tally.outcome)
             return .appended(startLanes: [])
         }
@@ -187,7 +196,11 @@ final class RoomAggregator: Sendable {
             }
             return .appended(startLanes: start)
         }
-        if case .retired = result { space.release() }
+        if case .retired = result {
+            space.release()
+        } else if !skipped.isEmpty {
+            health?.recordSkipped(skipped.count)
+        }
         return result
     }
 
@@ -242,18 +255,9 @@ final class RoomAggregator: Sendable {
         state.withLock { state in
             var finished: [(Ticket, DeliveryOutcome)] = []
             for seq in sequences {
-                let index = state.entries.index(state.entries.startIndex, offsetBy: Int(seq - state.headSeq))
-                state.entries[index].remaining -= 1
-                state.entries[index].tally.add(outcome, comet: hostname)
-                if state.entries[index].remaining == 0 {
-                    state.entries[index].done = true
-                    finished.append((state.entries[index].ticket, state.entries[index].tally.outcome))
-                }
+                if let done = state.laneDone(at: Int(seq - state.headSeq), hostname: hostname, outcome: outcome) { finished.append(done) }
             }
-            while let first = state.entries.first, first.done {
-                state.entries.removeFirst()
-                state.headSeq += 1
-            }
+            state.dropFinishedHead()
             state.lastActivity = .now
             return finished
         }
