@@ -354,7 +354,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 level: .warning)
             return
         }
-        if reply.expiresAt > 0, Self.deadline(forUnixTime: reply.expiresAt) <= .now() {
+        let credentialDeadline = reply.expiresAt > 0 ? Self.deadline(forUnixTime: reply.expiresAt) : .distantFuture
+        if credentialDeadline <= .now() {
             comet.counters.increment(\.credentialExpiries)
             if comet.buckets.entry(for: reply.key) == nil {
                 comet.disconnect(mid: reply.mid, key: reply.key, connection: id)
@@ -365,7 +366,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         mid = reply.mid
         key = reply.key
         expiresAt = reply.expiresAt
-        if expiresAt > 0 { credentialDeadline = Self.deadline(forUnixTime: expiresAt) }
+        self.credentialDeadline = credentialDeadline
         watch = WatchSet(reply.accepts)
         heartbeatTimeout = reply.heartbeat > 0 ? .nanoseconds(reply.heartbeat) : Comet.defaultHeartbeat
         whitelisted = comet.whitelist.contains(mid)
@@ -499,32 +500,43 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Op 18: Logic verifies the fresh token (same member, same key); the connection then lives until the new
-    /// expiry. The answer is op 19 (`TokenRefreshReply`), ver/seq echoed. One refresh at a time per connection: the
-    /// Logic call counts as a Receive in flight, so a client flooding op 18 pauses its own reading.
-    private func refreshToken(_ packet: Packet) {
+    /// Runs a Logic call on behalf of the client (Receive, token refresh), counted in `receivesInFlight` so that a
+    /// client flooding such packets pauses its own reading, and hands the result to `completion` on the event loop.
+    private func callLogic<T: Sendable>(
+        _ call: @escaping @Sendable () async throws -> T,
+        completion: @escaping (ConnectionHandler, Result<T, any Error>) -> Void
+    ) {
         receivesInFlight += 1
         if receivesInFlight >= Self.maxReceivesInFlight { pause(.logic) }
-        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
-        let (logic, server, mid, key) = (comet.logic, comet.server, mid, key)
-        let token = Data(packet.body.readableBytesView)
-        let (version, sequence) = (packet.version, packet.sequence)
+        let bound = NIOLoopBound((handler: self, completion: completion), eventLoop: channel.eventLoop)
         comet.logicCalls.spawn(limited: false) {
-            let result: Result<Int64, any Error>
+            let result: Result<T, any Error>
             do {
-                result = .success(try await logic.refreshToken(mid: mid, key: key, server: server, token: token))
+                result = .success(try await call())
             } catch {
                 result = .failure(error)
             }
             bound.eventLoop.execute {
-                bound.value.tokenRefreshed(result, version: version, sequence: sequence)
+                let (handler, completion) = bound.value
+                handler.receivesInFlight -= 1
+                if handler.receivesInFlight < Self.maxReceivesInFlight { handler.resume(.logic) }
+                completion(handler, result)
             }
         }
     }
 
+    /// Op 18: Logic verifies the fresh token (same member, same key); the connection then lives until the new
+    /// expiry. The answer is op 19 (`TokenRefreshReply`), ver/seq echoed.
+    private func refreshToken(_ packet: Packet) {
+        let (logic, server, mid, key) = (comet.logic, comet.server, mid, key)
+        let token = Data(packet.body.readableBytesView)
+        let (version, sequence) = (packet.version, packet.sequence)
+        callLogic({ try await logic.refreshToken(mid: mid, key: key, server: server, token: token) }) { handler, result in
+            handler.tokenRefreshed(result, version: version, sequence: sequence)
+        }
+    }
+
     private func tokenRefreshed(_ result: Result<Int64, any Error>, version: Int16, sequence: Int32) {
-        receivesInFlight -= 1
-        if receivesInFlight < Self.maxReceivesInFlight { resume(.logic) }
         guard state == .open else { return }
         let body: ByteBuffer
         switch result {
@@ -575,24 +587,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
         proto.op = packet.operation.rawValue
         proto.seq = packet.sequence
         proto.body = Data(packet.body.readableBytesView)
-        receivesInFlight += 1
-        if receivesInFlight >= Self.maxReceivesInFlight { pause(.logic) }
-        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
-        let logic = comet.logic
-        let (mid, logger, counters, id) = (mid, comet.logger, comet.counters, id)
-        let message = proto
-        comet.logicCalls.spawn(limited: false) {
-            do {
-                try await logic.receive(mid: mid, proto: message)
-            } catch {
-                counters.increment(\.logicErrors)
-                logger.warning("Logic Receive failed", metadata: ["goim.conn": "\(id)", "goim.mid": "\(mid)", "error": "\(error)"])
-            }
-            bound.eventLoop.execute {
-                let handler = bound.value
-                handler.receivesInFlight -= 1
-                if handler.receivesInFlight < Self.maxReceivesInFlight { handler.resume(.logic) }
-            }
+        let (logic, mid, message) = (comet.logic, mid, proto)
+        callLogic({ try await logic.receive(mid: mid, proto: message) }) { handler, result in
+            guard case .failure(let error) = result else { return }
+            handler.comet.counters.increment(\.logicErrors)
+            handler.comet.logger.warning(
+                "Logic Receive failed", metadata: ["goim.conn": "\(handler.id)", "goim.mid": "\(mid)", "error": "\(error)"])
         }
     }
 
