@@ -1,3 +1,4 @@
+import GoIMConfig
 import Logging
 import Registry
 import ServiceLifecycle
@@ -103,22 +104,34 @@ public final class CometPool: Service, Sendable {
     /// - Parameters:
     ///   - source: reads the registry (`CometRegistry.instances()` in production).
     ///   - connector: makes a comet's client.
+    public convenience init(
+        settings: Settings, logger: Logger, connector: @escaping CometConnector,
+        source: @escaping @Sendable () async throws -> [CometInstanceAddress]
+    ) {
+        self.init(settings: settings, logger: logger, connector: connector, health: nil, source: source)
+    }
+
     ///   - health: shared with delivery; a fresh one (default thresholds) when nil.
     init(
-        settings: Settings, logger: Logger, connector: @escaping CometConnector, health: CometHealth? = nil,
+        settings: Settings, logger: Logger, connector: @escaping CometConnector, health: CometHealth?,
         source: @escaping @Sendable () async throws -> [CometInstanceAddress]
     ) {
         self.settings = settings
-        self.health = health ?? CometHealth(skipAfter: .seconds(2), callTimeout: .seconds(5))
+        let defaults = JobConfiguration().comet
+        self.health = health ?? CometHealth(skipAfter: defaults.skipAfter, callTimeout: defaults.timeout)
         self.logger = logger
         self.connector = connector
         self.source = source
         (started, startedContinuation) = AsyncStream.makeStream(of: CometEndpoint.self)
     }
 
-    /// A pool fed by the Redis cluster registry.
+    /// A pool fed by the Redis cluster registry, with the default `CometHealth` thresholds.
+    public convenience init(settings: Settings, registry: CometRegistry, logger: Logger, connector: @escaping CometConnector) {
+        self.init(settings: settings, registry: registry, logger: logger, connector: connector, health: nil)
+    }
+
     convenience init(
-        settings: Settings, registry: CometRegistry, logger: Logger, connector: @escaping CometConnector, health: CometHealth
+        settings: Settings, registry: CometRegistry, logger: Logger, connector: @escaping CometConnector, health: CometHealth?
     ) {
         self.init(settings: settings, logger: logger, connector: connector, health: health) {
             try await registry.instances().map { CometInstanceAddress(hostname: $0.hostname, rpcAddress: $0.rpcAddress) }
