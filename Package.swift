@@ -11,6 +11,7 @@ import PackageDescription
 //   ServiceRuntime   what every service process is built from: a gRPC server as a Service, one ServiceGroup per process
 //   RPCAuth          the shared secret of the internal gRPC ports: server and client interceptors
 //   Registry         the cluster registry (comets in Redis with a TTL) that logic and job read
+//   History          bounded room (and user) history in Redis: offsets, epochs, the reads recovery is made of
 //   LogicClient      comet's client of logic: the gRPC calls and the batcher of Connect/Disconnect
 //   Comet            connection serving: transports, channels, buckets/rooms, fan-out, the goim.comet.Comet service
 //   Logic            auth, routing store, push HTTP API, online counts, nodes, NATS publishing
@@ -77,6 +78,7 @@ let targets: [Target] = [
     ),
     .target(name: "RPCAuth", dependencies: ["Primitives", grpcCore, logging]),
     .target(name: "Registry", dependencies: ["Redis", "GoIMConfig", nio, logging, lifecycle]),
+    .target(name: "History", dependencies: ["Redis", "GoIMConfig", nio]),
     .target(
         name: "LogicClient",
         dependencies: ["GoIMRPC", "GoIMConfig", "Primitives", "RPCAuth", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2]
@@ -147,6 +149,7 @@ let targets: [Target] = [
         dependencies: ["NATS", "TestSupport", logging, .product(name: "Crypto", package: "swift-crypto")]
     ),
     .testTarget(name: "GoIMConfigTests", dependencies: ["GoIMConfig"]),
+    .testTarget(name: "HistoryTests", dependencies: ["History", "Redis", "GoIMConfig", "TestSupport", nio]),
     .testTarget(name: "RegistryTests", dependencies: ["Registry", "Redis", "GoIMConfig", "TestSupport"]),
     .testTarget(
         name: "CometTests",

@@ -279,3 +279,53 @@ extension LogSection {
         return logger
     }
 }
+
+/// How much history one stream keeps: the newest `size` messages, for `ttl` after the last one.
+public struct HistoryLimits: Sendable, Equatable {
+    public var size: Int
+    public var ttl: Duration
+
+    public init(size: Int, ttl: Duration) {
+        self.size = size
+        self.ttl = ttl
+    }
+}
+
+/// `[history]`: which room types keep history (`[history.rooms.<type>]` with `size` and `ttl`), shared by job (which
+/// writes it) and logic (which serves it); rooms of other types cost nothing extra. See docs/history.md.
+public struct HistorySection: Sendable, Equatable {
+    /// By room type: the `live` of `live://1000`.
+    public var rooms: [String: HistoryLimits] = [:]
+    /// Most messages one history read returns (HTTP `limit`, a connection's recovery).
+    public var maxRead: Int = 1000
+
+    public init() {}
+
+    public init(_ s: ConfigSection) {
+        let d = HistorySection()
+        maxRead = s.int("maxRead", default: d.maxRead, in: 1...100_000)
+        let roomsSection = s.nested("rooms")
+        for type in roomsSection.tableKeys() {
+            let t = roomsSection.nested(type)
+            guard !type.isEmpty, !type.contains(where: { ":/{} ".contains($0) }) else {
+                roomsSection.invalid(type, "\"\(type)\"", "a room type is the part before :// and has no ':', '/', '{', '}' or space")
+                continue
+            }
+            let size = t.int("size", default: 100, in: 1...1_000_000)
+            let ttl = t.duration("ttl", default: .seconds(600), minimum: .seconds(1))
+            rooms[type] = HistoryLimits(size: size, ttl: ttl)
+        }
+    }
+
+    /// The limits of room `id` (`type://rest`), nil when its type keeps no history.
+    public func limits(forRoom id: String) -> HistoryLimits? {
+        guard !rooms.isEmpty, let type = Self.roomType(of: id) else { return nil }
+        return rooms[type.lowercased()]
+    }
+
+    /// `live` for `live://1000`; nil when the id has no `://`.
+    public static func roomType(of id: String) -> Substring? {
+        guard let range = id.range(of: "://") else { return nil }
+        return id[..<range.lowerBound]
+    }
+}
