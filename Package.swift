@@ -98,7 +98,7 @@ let targets: [Target] = [
     .target(
         name: "Logic",
         dependencies: [
-            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Primitives", "RPCAuth", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
+            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "History", "Primitives", "RPCAuth", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
             nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "JWTKit", package: "jwt-kit"),
@@ -107,7 +107,7 @@ let targets: [Target] = [
     .target(
         name: "Job",
         dependencies: [
-            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Primitives", "RPCAuth", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
+            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "History", "Primitives", "RPCAuth", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
             nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
         ]
     ),

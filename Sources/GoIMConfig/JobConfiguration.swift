@@ -60,6 +60,8 @@ public struct JobConfiguration: Sendable, Equatable {
     public var nats = NATSSection()
     public var registry = RegistrySection()
     public var rpcAuth = RPCAuthSection()
+    /// `[history]`: room types whose messages job writes to history (and numbers with offsets).
+    public var history = HistorySection()
 
     public init() {}
 
@@ -105,6 +107,7 @@ public struct JobConfiguration: Sendable, Equatable {
         nats = NATSSection(reader.section("nats"))
         registry = RegistrySection(reader.section("registry"))
         rpcAuth = RPCAuthSection(reader.section("rpcAuth"))
+        history = HistorySection(reader.section("history"))
         reader.acceptUnused(["discovery", "kafka", "comet.routineChan", "redis.expire"])
         try reader.finish()
     }

@@ -92,6 +92,8 @@ public struct LogicConfiguration: Sendable, Equatable {
     public var nats = NATSSection()
     public var registry = RegistrySection()
     public var rpcAuth = RPCAuthSection()
+    /// `[history]`: room types whose history logic serves (job writes it: give both the same section).
+    public var history = HistorySection()
 
     public init() {}
 
@@ -178,6 +180,7 @@ public struct LogicConfiguration: Sendable, Equatable {
         registry = RegistrySection(reader.section("registry"))
         let ra = reader.section("rpcAuth")
         rpcAuth = RPCAuthSection(ra)
+        history = HistorySection(reader.section("history"))
         rpcAuth.validate(listener: rpcServer.addr, listenerKey: "rpcServer.addr", in: ra)
         reader.acceptUnused([
             "discovery", "kafka", "rpcClient", "rpcServer.network", "rpcServer.timeout", "rpcServer.idleTimeout",

@@ -13,10 +13,13 @@ public enum RawBatch {
     }
 
     /// Appends one pushed message as an inner packet with `ver` 1 and `seq` 0, as goim's Job does.
+    /// A message of a room with history carries its offset in `sequence` (swift-goim, docs/history.md).
     @inlinable
-    public static func append(operation: Operation, body: some Collection<UInt8>, to buffer: inout ByteBuffer) {
+    public static func append(
+        operation: Operation, body: some Collection<UInt8>, sequence: Int32 = 0, to buffer: inout ByteBuffer
+    ) {
         buffer.reserveCapacity(minimumWritableBytes: PacketHeader.length + body.count)
-        buffer.writePacketHeader(operation: operation, version: 1, sequence: 0, bodyLength: body.count)
+        buffer.writePacketHeader(operation: operation, version: 1, sequence: sequence, bodyLength: body.count)
         buffer.writeBytes(body)
     }
 

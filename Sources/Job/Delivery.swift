@@ -174,10 +174,10 @@ struct Delivery: Sendable {
 
 /// The bytes job sends, exactly as goim's Job builds them.
 public enum PushEncoding {
-    /// One inner packet: ver 1, op = operation, seq 0, body = msg.
-    public static func innerPacket(operation: Int32, body: Data) -> ByteBuffer {
+    /// One inner packet: ver 1, op = operation, seq 0 (or the message's offset in its room's history), body = msg.
+    public static func innerPacket(operation: Int32, body: Data, sequence: Int32 = 0) -> ByteBuffer {
         var buffer = ByteBuffer()
-        RawBatch.append(operation: Operation(operation), body: body, to: &buffer)
+        RawBatch.append(operation: Operation(operation), body: body, sequence: sequence, to: &buffer)
         return buffer
     }
 

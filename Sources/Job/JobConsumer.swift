@@ -1,5 +1,7 @@
 import Foundation
+import GoIMConfig
 import GoIMRPC
+import History
 import Logging
 import NATS
 import ServiceLifecycle
@@ -49,13 +51,19 @@ public final class JobConsumer: Service, Sendable {
     /// Created when the consumer cannot bind because the stream does not exist yet (logic normally
     /// creates it); an existing stream is left as it is.
     let streamConfiguration: StreamConfiguration?
+    /// Gives room messages of rooms with history their offsets (nil: no room type keeps history).
+    let history: RoomHistoryWriter?
     private let stopping = Atomic<Bool>(false)
 
     public init(
         settings: Settings, nats: NATSClient, pool: CometPool, statistics: JobStatistics, logger: Logger,
-        streamConfiguration: StreamConfiguration? = nil
+        streamConfiguration: StreamConfiguration? = nil, history: (policy: HistorySection, store: HistoryStore)? = nil
     ) {
         self.settings = settings
+        self.history = history.flatMap {
+            $0.policy.rooms.isEmpty
+                ? nil : RoomHistoryWriter(policy: $0.policy, store: $0.store, statistics: statistics, logger: logger)
+        }
         self.streamConfiguration = streamConfiguration
         self.nats = nats
         self.pool = pool
@@ -203,6 +211,8 @@ public final class JobConsumer: Service, Sendable {
                 pullUntil = max(pullUntil, .now + settings.fetchWait * 2)
                 logger.trace("fetched", metadata: ["goim.count": "\(messages.count)", "goim.inflight": "\(inFlight.count)"])
             }
+            var admitted: [(message: JetStreamMessage, ticket: Ticket, push: Goim_Logic_PushMsg)] = []
+            admitted.reserveCapacity(messages.count)
             for message in messages {
                 statistics.received.increment()
                 let ticket = inFlight.admit(message)
@@ -210,23 +220,27 @@ public final class JobConsumer: Service, Sendable {
                     ticket.finish(.alreadyDelivered)
                     continue
                 }
-                await dispatch(message, ticket: ticket, delivery: delivery, rooms: &rooms, deliveries: &deliveries)
+                do {
+                    admitted.append((message, ticket, try Goim_Logic_PushMsg(serializedBytes: message.payload)))
+                } catch {
+                    ticket.finish(.malformed("not a goim.logic.PushMsg: \(error)"))
+                }
+            }
+            // Rooms with history: every message gets its offset before any of them goes out (one pipeline).
+            let stamps = await history?.stamp(admitted.map { ($0.message, $0.push) })
+            for (index, item) in admitted.enumerated() {
+                await dispatch(
+                    item.push, ticket: item.ticket, stamp: stamps?[index], delivery: delivery, rooms: &rooms,
+                    deliveries: &deliveries)
             }
             rooms.sweepIfDue()
         }
     }
 
     private func dispatch(
-        _ message: JetStreamMessage, ticket: Ticket, delivery: Delivery, rooms: inout RoomTable,
+        _ push: Goim_Logic_PushMsg, ticket: Ticket, stamp: HistoryStamp?, delivery: Delivery, rooms: inout RoomTable,
         deliveries: inout DiscardingTaskGroup
     ) async {
-        let push: Goim_Logic_PushMsg
-        do {
-            push = try Goim_Logic_PushMsg(serializedBytes: message.payload)
-        } catch {
-            ticket.finish(.malformed("not a goim.logic.PushMsg: \(error)"))
-            return
-        }
         switch push.type {
         case .push:
             guard !push.server.isEmpty, !push.keys.isEmpty else {
@@ -241,14 +255,14 @@ public final class JobConsumer: Service, Sendable {
                 ticket.finish(.malformed("ROOM without room"))
                 return
             }
-            await dispatchRoom(push, ticket: ticket, delivery: delivery, rooms: &rooms, deliveries: &deliveries)
+            await dispatchRoom(push, ticket: ticket, stamp: stamp, delivery: delivery, rooms: &rooms, deliveries: &deliveries)
         case .UNRECOGNIZED(let type):
             ticket.finish(.malformed("unknown PushMsg type \(type)"))
         }
     }
 
     private func dispatchRoom(
-        _ push: Goim_Logic_PushMsg, ticket: Ticket, delivery: Delivery, rooms: inout RoomTable,
+        _ push: Goim_Logic_PushMsg, ticket: Ticket, stamp: HistoryStamp?, delivery: Delivery, rooms: inout RoomTable,
         deliveries: inout DiscardingTaskGroup
     ) async {
         guard let targets = await pool.roomTargets(push.room) else {
@@ -259,7 +273,9 @@ public final class JobConsumer: Service, Sendable {
             ticket.finish(.delivered)  // rooms filtering: no comet has a member of this room
             return
         }
-        let packet = PushEncoding.innerPacket(operation: push.operation, body: push.msg)
+        // A room with history: the inner packet's seq is the message's offset (0 otherwise, as goim).
+        let packet = PushEncoding.innerPacket(
+            operation: push.operation, body: push.msg, sequence: stamp.map { Int32(clamping: $0.offset) } ?? 0)
         let hostnames = targets.map(\.hostname)
         while true {
             let aggregator = rooms.aggregator(for: push.room)
@@ -269,17 +285,18 @@ public final class JobConsumer: Service, Sendable {
                 ticket.finish(.abandoned)
                 return
             }
-            switch aggregator.append(packet: packet, ticket: ticket, targets: hostnames) {
+            switch aggregator.append(packet: packet, epoch: stamp?.epoch ?? "", ticket: ticket, targets: hostnames) {
             case .retired:
                 rooms.remove(aggregator)
                 continue
             case .appended(let lanes):
                 for hostname in lanes {
                     deliveries.addTask {
-                        await aggregator.runLane(hostname, statistics: self.statistics) { body in
+                        await aggregator.runLane(hostname, statistics: self.statistics) { body, epoch in
                             let request = Goim_Comet_BroadcastRoomReq.with {
                                 $0.roomID = aggregator.room
                                 $0.proto = PushEncoding.envelope(body: body)
+                                $0.historyEpoch = epoch
                             }
                             return await delivery.call(hostname) { try await $0.broadcastRoom(request) }
                         }

@@ -34,6 +34,10 @@ public final class JobStatistics: Sendable {
     /// Messages this job had delivered and acknowledged that came back (the ack was lost: NATS restarted before it
     /// stored it): acknowledged again, not sent again.
     public let redeliveriesSkipped = Atomic<Int>(0)
+    /// Room messages written to their room's history (each got an offset), and writes that failed (the message
+    /// went out without an offset and the room's next write starts a new epoch).
+    public let historyWrites = Atomic<Int>(0)
+    public let historyFailures = Atomic<Int>(0)
 
     public init() {}
 
@@ -53,7 +57,9 @@ public final class JobStatistics: Sendable {
             roomBatches: roomBatches.load(ordering: .relaxed),
             roomBatchedMessages: roomBatchedMessages.load(ordering: .relaxed),
             ackFailures: ackFailures.load(ordering: .relaxed),
-            redeliveriesSkipped: redeliveriesSkipped.load(ordering: .relaxed)
+            redeliveriesSkipped: redeliveriesSkipped.load(ordering: .relaxed),
+            historyWrites: historyWrites.load(ordering: .relaxed),
+            historyFailures: historyFailures.load(ordering: .relaxed)
         )
     }
 
@@ -72,6 +78,8 @@ public final class JobStatistics: Sendable {
         public var roomBatchedMessages: Int
         public var ackFailures: Int
         public var redeliveriesSkipped: Int = 0
+        public var historyWrites: Int = 0
+        public var historyFailures: Int = 0
 
         /// Messages that reached a final outcome (acknowledged or terminated).
         public var finished: Int { delivered + partiallyDelivered + undeliverable + rejected + malformed }
@@ -80,7 +88,7 @@ public final class JobStatistics: Sendable {
             "received=\(received) delivered=\(delivered) partial=\(partiallyDelivered) undeliverable=\(undeliverable) "
                 + "rejected=\(rejected) malformed=\(malformed) abandoned=\(abandoned) retries=\(retries) skipped=\(skippedCalls) "
                 + "cometCalls=\(cometCalls) roomBatches=\(roomBatches)/\(roomBatchedMessages) ackFailures=\(ackFailures) "
-                + "redeliveriesSkipped=\(redeliveriesSkipped)"
+                + "redeliveriesSkipped=\(redeliveriesSkipped) historyWrites=\(historyWrites) historyFailures=\(historyFailures)"
         }
     }
 }

@@ -1,4 +1,5 @@
 import GoIMConfig
+import History
 import Logging
 import NATS
 import NIOCore
@@ -39,7 +40,8 @@ public final class JobWorker: Sendable {
             configuration: NATSConfiguration(configuration.nats, clientName: "goim-job-\(configuration.env.host)"), logger: logger)
         let consumer = JobConsumer(
             settings: JobConsumer.Settings(configuration), nats: nats, pool: pool, statistics: statistics,
-            logger: logger, streamConfiguration: StreamConfiguration(configuration.nats))
+            logger: logger, streamConfiguration: StreamConfiguration(configuration.nats),
+            history: (configuration.history, HistoryStore(redis: redis)))
         self.configuration = configuration
         self.services = [redis, nats, pool, consumer]
         self.statistics = statistics

@@ -32,6 +32,8 @@ struct Ticket: Sendable {
 final class RoomAggregator: Sendable {
     struct Entry {
         var packet: ByteBuffer
+        /// The room history's epoch when the packet carries its offset; empty otherwise. One call carries one epoch.
+        var epoch: String
         var ticket: Ticket
         var targets: Set<String>
         var remaining: Int
@@ -87,6 +89,7 @@ final class RoomAggregator: Sendable {
     struct Batch {
         var sequences: [UInt64]
         var body: Data
+        var epoch: String
     }
 
     let room: String
@@ -160,7 +163,7 @@ final class RoomAggregator: Sendable {
 
     /// Queues `packet` (a complete inner packet) for `targets`, after `reserve()`. A stuck target is counted
     /// unreachable at once instead of being queued.
-    func append(packet: ByteBuffer, ticket: Ticket, targets: [String]) -> AppendResult {
+    func append(packet: ByteBuffer, epoch: String = "", ticket: Ticket, targets: [String]) -> AppendResult {
         var targets = targets
         var skipped: [String] = []
         if let health {
@@ -181,7 +184,7 @@ final class RoomAggregator: Sendable {
         let result = state.withLock { state -> AppendResult in
             guard !state.retired else { return .retired }
             let seq = state.nextSeq
-            var entry = Entry(packet: packet, ticket: ticket, targets: Set(targets), remaining: targets.count)
+            var entry = Entry(packet: packet, epoch: epoch, ticket: ticket, targets: Set(targets), remaining: targets.count)
             for hostname in skipped { entry.tally.add(.unreachable, comet: hostname) }
             state.entries.append(entry)
             state.lastActivity = .now
@@ -206,9 +209,9 @@ final class RoomAggregator: Sendable {
 
     /// Sends this room's queued messages to comet `hostname`, batch after batch, until none is left
     /// for it. `send` makes the call (with its retries) and reports how it ended.
-    func runLane(_ hostname: String, statistics: JobStatistics, send: (Data) async -> CallOutcome) async {
+    func runLane(_ hostname: String, statistics: JobStatistics, send: (_ body: Data, _ epoch: String) async -> CallOutcome) async {
         while let batch = takeBatch(for: hostname) {
-            let outcome = await send(batch.body)
+            let outcome = await send(batch.body, batch.epoch)
             if outcome == .delivered {
                 statistics.roomBatches.increment()
                 statistics.roomBatchedMessages.increment(by: batch.sequences.count)
@@ -224,10 +227,14 @@ final class RoomAggregator: Sendable {
             guard var lane = state.lanes[hostname] else { return nil }
             var sequences: [UInt64] = []
             var size = 0
+            var epoch: String?
             var index = Int(max(lane.next, state.headSeq) - state.headSeq)
             while index < state.entries.count && sequences.count < batchLimit {
                 let entry = state.entries[state.entries.index(state.entries.startIndex, offsetBy: index)]
                 if entry.targets.contains(hostname) {
+                    // A history epoch change ends the batch: one call carries one epoch.
+                    if let epoch, epoch != entry.epoch { break }
+                    epoch = entry.epoch
                     sequences.append(state.headSeq + UInt64(index))
                     size += entry.packet.readableBytes
                 }
@@ -245,7 +252,7 @@ final class RoomAggregator: Sendable {
                 let entry = state.entries[state.entries.index(state.entries.startIndex, offsetBy: Int(seq - state.headSeq))]
                 body.append(contentsOf: entry.packet.readableBytesView)
             }
-            return Batch(sequences: sequences, body: body)
+            return Batch(sequences: sequences, body: body, epoch: epoch ?? "")
         }
     }
 

@@ -35,11 +35,15 @@ public struct LogicHTTPResponder: HTTPResponder {
     let corsOrigins: [String]
     /// Per-IP rate and in-flight cap; nil = none. `/health` is never limited.
     let admission: HTTPAdmission?
+    /// `/goim/history/room`; nil answers that no room keeps history.
+    let history: LogicHistory?
 
     public init(
-        core: LogicCore, maxBodySize: Int, pushToken: String, corsOrigins: [String] = [], admission: HTTPAdmission? = nil
+        core: LogicCore, maxBodySize: Int, pushToken: String, corsOrigins: [String] = [], admission: HTTPAdmission? = nil,
+        history: LogicHistory? = nil
     ) {
         self.core = core
+        self.history = history
         self.maxBodySize = maxBodySize
         self.pushToken = pushToken
         self.corsOrigins = corsOrigins.map { $0.lowercased() }
@@ -98,6 +102,7 @@ public struct LogicHTTPResponder: HTTPResponder {
             case (.get, "/goim/online/total"): return onlineTotal()
             case (.get, "/goim/nodes/weighted"): return nodesWeighted(request, context: context)
             case (.get, "/goim/nodes/instances"): return nodesInstances()
+            case (.get, "/goim/history/room"): return try await historyRoom(request)
             case (.get, "/health"): return await healthCheck()
             default: return Self.notFound()
             }
@@ -115,7 +120,7 @@ public struct LogicHTTPResponder: HTTPResponder {
     static let routes: [String: HTTPRequest.Method] = [
         "/goim/push/keys": .post, "/goim/push/mids": .post, "/goim/push/room": .post, "/goim/push/all": .post,
         "/goim/online/top": .get, "/goim/online/room": .get, "/goim/online/total": .get,
-        "/goim/nodes/weighted": .get, "/goim/nodes/instances": .get, "/health": .get,
+        "/goim/nodes/weighted": .get, "/goim/nodes/instances": .get, "/goim/history/room": .get, "/health": .get,
     ]
 
     /// The `Access-Control-Allow-Origin` value for this request: `*` when any origin is allowed, the request's
@@ -237,6 +242,43 @@ public struct LogicHTTPResponder: HTTPResponder {
             throw LogicError.bodyUnreadable("\(error)")
         }
         return Data(buffer.readableBytesView)
+    }
+
+    // MARK: - History
+
+    /// `GET /goim/history/room?type=&room=&since=&epoch=&limit=` (swift-goim; push token applies): the room's messages
+    /// after offset `since`, oldest first. Bodies are base64 (they are arbitrary bytes).
+    private func historyRoom(_ request: Request) async throws -> Response {
+        try authorize(request)
+        let query = QueryParameters(request.uri.query)
+        let type = try query.string("type", required: true)
+        let room = try query.string("room", required: true)
+        let sinceText = query.first("since") ?? ""
+        guard let since = sinceText.isEmpty ? 0 : UInt64(sinceText) else {
+            throw LogicError.badParameter(parameter: "since", reason: "\(Self.quoted(sinceText)) is not an offset (a non-negative integer)")
+        }
+        let limitText = query.first("limit") ?? ""
+        guard let limit = limitText.isEmpty ? 100 : Int(limitText), limit >= 0 else {
+            throw LogicError.badParameter(parameter: "limit", reason: "\(Self.quoted(limitText)) is not a non-negative integer")
+        }
+        let epoch = query.first("epoch") ?? ""
+        guard let history else {
+            throw LogicError.badParameter(parameter: "type", reason: "no room type keeps history ([history.rooms] is empty)")
+        }
+        let reply = try await history.room(LogicCore.roomKey(type: type, room: room), since: since, epoch: epoch, limit: limit)
+        guard reply.enabled else {
+            throw LogicError.badParameter(parameter: "type", reason: "rooms of type \(Self.quoted(type)) keep no history ([history.rooms])")
+        }
+        let messages: [GoJSON] = reply.messages.map { message in
+            .object([
+                ("offset", .int(Int64(message.offset))), ("op", .int(Int64(message.op))),
+                ("body", .string(message.body.base64EncodedString())),
+            ])
+        }
+        return Self.success(.object([
+            ("epoch", .string(reply.epoch)), ("top", .int(Int64(reply.top))), ("first", .int(Int64(reply.first))),
+            ("complete", .bool(reply.complete)), ("messages", .array(messages)),
+        ]))
     }
 
     // MARK: - Online and nodes

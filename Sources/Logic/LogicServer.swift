@@ -1,4 +1,5 @@
 import GoIMConfig
+import History
 import Hummingbird
 import Logging
 import NIOCore
@@ -73,11 +74,12 @@ public final class LogicServer: Sendable {
                     secret: configuration.rpcAuth.secret, allowUnauthenticated: configuration.rpcAuth.allowUnauthenticated),
                 logger: logger)
         ]
+        let history = LogicHistory(policy: configuration.history, store: HistoryStore(redis: redis))
         grpc = GRPCServerService(
             name: "goim.logic.Logic", address: configuration.rpcServer.addr,
             services: [
                 LogicRPCService(core: core, logger: logger), LogicBatchRPCService(core: core, logger: logger),
-                SessionRPCService(core: core, logger: logger),
+                SessionRPCService(core: core, logger: logger), HistoryRPCService(history: history, logger: logger),
             ],
             options: rpcOptions, logger: logger)
         http = Application(
@@ -87,7 +89,8 @@ public final class LogicServer: Sendable {
                 admission: HTTPAdmission(
                     limits: .init(
                         ratePerIP: configuration.httpServer.rateLimit, burstPerIP: configuration.httpServer.rateBurst,
-                        maxConcurrentRequests: configuration.httpServer.maxConcurrentRequests))),
+                        maxConcurrentRequests: configuration.httpServer.maxConcurrentRequests)),
+                history: history),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.httpServer.idleTimeout))),
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.httpServer.addr.host, port: configuration.httpServer.addr.port)),

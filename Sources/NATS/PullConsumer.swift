@@ -69,6 +69,8 @@ public struct JetStreamMessage: Sendable {
     /// 1 on first delivery, 2 on the first redelivery, ...
     public let deliveryCount: UInt64
     public let streamSequence: UInt64
+    /// When the stream stored it (Unix nanoseconds).
+    public let timestamp: Int64
     let replySubject: String
     let jetStream: JetStream
 
@@ -82,6 +84,7 @@ public struct JetStreamMessage: Sendable {
         self.headers = message.headers
         self.deliveryCount = metadata?.pointee.NumDelivered ?? 0
         self.streamSequence = metadata?.pointee.Sequence.Stream ?? 0
+        self.timestamp = metadata?.pointee.Timestamp ?? 0
         self.replySubject = message.reply ?? ""
         self.jetStream = jetStream
     }

@@ -70,7 +70,7 @@ func feed(
         else { Issue.record("aggregator retired"); return }
         for hostname in lanes {
             group.addTask {
-                await aggregator.runLane(hostname, statistics: statistics) { body in
+                await aggregator.runLane(hostname, statistics: statistics) { body, _ in
                     let request = Goim_Comet_BroadcastRoomReq.with {
                         $0.roomID = aggregator.room
                         $0.proto = PushEncoding.envelope(body: body)
@@ -183,7 +183,7 @@ struct JobUnitTests {
                 for hostname in lanes {
                     let sender = delivery(pool, statistics: statistics)
                     group.addTask {
-                        await aggregator.runLane(hostname, statistics: statistics) { body in
+                        await aggregator.runLane(hostname, statistics: statistics) { body, _ in
                             let request = Goim_Comet_BroadcastRoomReq.with {
                                 $0.roomID = "live://1"
                                 $0.proto = PushEncoding.envelope(body: body)

@@ -109,6 +109,10 @@ public nonisolated struct Goim_Comet_BroadcastRoomReq: Sendable {
   /// Clears the value of `proto`. Subsequent reads from it will return its default value.
   public mutating func clearProto() {self._proto = nil}
 
+  /// swift-goim: set when the room keeps history. Each inner packet of proto.body then carries its offset in the
+  /// room's history in its seq, and this is the history's epoch. goim's job never sets it. See docs/history.md.
+  public var historyEpoch: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -280,7 +284,7 @@ nonisolated extension Goim_Comet_BroadcastReply: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Goim_Comet_BroadcastRoomReq: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BroadcastRoomReq"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}roomID\0\u{1}proto\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}roomID\0\u{1}proto\0\u{4}b\u{1}history_epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -290,6 +294,7 @@ nonisolated extension Goim_Comet_BroadcastRoomReq: SwiftProtobuf.Message, SwiftP
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.roomID) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._proto) }()
+      case 100: try { try decoder.decodeSingularStringField(value: &self.historyEpoch) }()
       default: break
       }
     }
@@ -306,12 +311,16 @@ nonisolated extension Goim_Comet_BroadcastRoomReq: SwiftProtobuf.Message, SwiftP
     try { if let v = self._proto {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     } }()
+    if !self.historyEpoch.isEmpty {
+      try visitor.visitSingularStringField(value: self.historyEpoch, fieldNumber: 100)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Goim_Comet_BroadcastRoomReq, rhs: Goim_Comet_BroadcastRoomReq) -> Bool {
     if lhs.roomID != rhs.roomID {return false}
     if lhs._proto != rhs._proto {return false}
+    if lhs.historyEpoch != rhs.historyEpoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
