@@ -1,5 +1,6 @@
 import GoIMConfig
 import GoIMProtocol
+import GoIMRPC
 import Logging
 import LogicClient
 import NIOCore
@@ -29,6 +30,14 @@ final class Counters: Sendable {
     let slowConsumerEpisodes = ManagedAtomic<Int>(0)
     let disconnects = ManagedAtomic<Int>(0)
     let logicErrors = ManagedAtomic<Int>(0)
+    /// Room history: messages dropped as already passed on, offsets skipped (history no longer had them), gaps read
+    /// from history, client recoveries (complete, incomplete, failed: no answer from logic).
+    let offsetDuplicates = ManagedAtomic<Int>(0)
+    let offsetsSkipped = ManagedAtomic<Int>(0)
+    let gapFills = ManagedAtomic<Int>(0)
+    let recoveries = ManagedAtomic<Int>(0)
+    let recoveriesIncomplete = ManagedAtomic<Int>(0)
+    let recoveryFailures = ManagedAtomic<Int>(0)
     /// `ConnectionHandler` objects alive (a leak check: it falls back to 0 once every client is gone).
     let liveHandlers = ManagedAtomic<Int>(0)
 
@@ -260,6 +269,81 @@ final class Comet: Sendable {
             })
         }
         try? await EventLoopFuture.andAllComplete(written, on: loops[0].eventLoop).get()
+    }
+
+    /// `BroadcastRoom` of a room with history: the inner packets carry their offsets. They pass through the room's
+    /// `RoomSequencer` (offset order, no duplicates), then each loop writes them to its members, with offsets to the
+    /// clients that asked for them and goim's bytes to the others. A body that is not a run of packets with offsets
+    /// is delivered as goim's job would have sent it.
+    func broadcastRoom(_ id: String, epoch: String, proto: Goim_Protocol_Proto) async {
+        guard let info = rooms.info(for: id) else { return }
+        let body = ByteBuffer(bytes: proto.body)
+        guard let packets = OffsetPackets.split(body), !packets.isEmpty else {
+            logger.warning("BroadcastRoom with a history epoch but packets without offsets; delivered without ordering", metadata: [
+                "goim.room": "\(id)"
+            ])
+            await broadcastRoom(id, push: Push(proto: proto))
+            return
+        }
+        let sequencer = info.sequencer(maxHeld: configuration.history.maxHeld, counters: counters)
+        var written: [EventLoopFuture<Void>] = []
+        let fill = sequencer.accept(epoch: epoch, body: body, packets: packets) { run in
+            written += enqueue(run, room: id)
+        }
+        if fill { scheduleGapFill(room: id, sequencer) }
+        guard let first = written.first else { return }
+        try? await EventLoopFuture.andAllComplete(written, on: first.eventLoop).get()
+    }
+
+    /// Hands a run to every loop (in the caller's order: each loop's task queue keeps it).
+    func enqueue(_ run: OffsetRun, room id: String) -> [EventLoopFuture<Void>] {
+        let push = StreamPush(run: run)
+        var written: [EventLoopFuture<Void>] = []
+        written.reserveCapacity(loops.count)
+        for (index, box) in loops.enumerated() {
+            let local = index == 0 ? push : push.copy()
+            written.append(box.eventLoop.submit { box.value.broadcastRoom(id, stream: local) })
+        }
+        return written
+    }
+
+    /// Waits `history.gapWait`, then reads the missing offsets from history through logic and passes on what is in
+    /// order (skipping what history no longer has), as long as a gap remains.
+    private func scheduleGapFill(room id: String, _ sequencer: RoomSequencer) {
+        let wait = configuration.history.gapWait
+        let limit = configuration.history.maxHeld
+        logicCalls.spawn(limited: false) {
+            while true {
+                try? await Task.sleep(for: wait)
+                guard let gap = sequencer.gap() else { return }
+                var found: [OffsetPackets.Item] = []
+                do {
+                    let missing = Int32(clamping: min(UInt64(limit), gap.before - gap.since - 1))
+                    let reply = try await self.logic.roomHistory(room: id, since: gap.since, epoch: gap.epoch, limit: missing)
+                    if reply.epoch == gap.epoch { found = Self.items(reply.messages) }
+                    self.counters.increment(\.gapFills)
+                } catch {
+                    self.counters.increment(\.logicErrors)
+                    self.logger.warning("cannot read room history to fill a gap; skipping it", metadata: [
+                        "goim.room": "\(id)", "goim.since": "\(gap.since)", "error": "\(error)",
+                    ])
+                }
+                var written: [EventLoopFuture<Void>] = []
+                let again = sequencer.fill(epoch: gap.epoch, since: gap.since, before: gap.before, found: found) { run in
+                    written += self.enqueue(run, room: id)
+                }
+                if !again { return }
+            }
+        }
+    }
+
+    /// History entries as inner packets with their offsets.
+    static func items(_ messages: [Swiftgoim_Logic_HistoryEntry]) -> [OffsetPackets.Item] {
+        messages.map { message in
+            var bytes = ByteBuffer()
+            OffsetPackets.append(offset: message.offset, operation: message.op, body: message.body, to: &bytes)
+            return OffsetPackets.Item(offset: message.offset, bytes: bytes)
+        }
     }
 
     /// `Broadcast`: every connection watching `operation`. Without a speed it returns once every event loop has

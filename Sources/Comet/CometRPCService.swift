@@ -32,7 +32,11 @@ struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
             // Two spaces, as goim's message has them.
             throw RPCError(code: .unknown, message: "rpc broadcast  room arg error")
         }
-        await comet.broadcastRoom(request.roomID, push: Push(proto: request.proto))
+        if request.historyEpoch.isEmpty {
+            await comet.broadcastRoom(request.roomID, push: Push(proto: request.proto))
+        } else {
+            await comet.broadcastRoom(request.roomID, epoch: request.historyEpoch, proto: request.proto)
+        }
         return Goim_Comet_BroadcastRoomReply()
     }
 

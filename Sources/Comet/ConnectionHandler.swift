@@ -81,6 +81,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var watch = WatchSet([])
     /// The auth body asked for the key in the op 8 reply (`"return_key": true`).
     private var returnKey = false
+    /// The auth body's `recover` (a recovery-aware client): room messages carry offsets, op 8 says where it stands.
+    private var recoveryRequest: RecoveryRequest?
+    /// Where a recovery-aware client is with its room's stream.
+    private var stream = StreamPhase.none
+
+    enum StreamPhase {
+        /// goim's client: room messages with offsets reach it as goim's bytes.
+        case none
+        /// Its history read is in flight: live runs of its room wait here (then go out behind what it recovers).
+        case recovering(waiting: [StreamPush])
+        /// Live: runs whose offsets it already has (from its recovery) are skipped.
+        case live(epoch: String, through: UInt64)
+    }
     private var writable = true
     private var inBucket = false
     private var whitelisted = false
@@ -306,6 +319,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
         let token = Data(packet.body.readableBytesView)
         returnKey = AuthKeyRequest.isRequested(in: packet.body.readableBytesView)
+        recoveryRequest = RecoveryRequest.parse(packet.body.readableBytesView)
         let version = packet.version
         let sequence = packet.sequence
         let logic = comet.logic
@@ -382,16 +396,23 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if !reply.roomID.isEmpty { join(reply.roomID) }
         comet.repairRoutingIfRaced(mid: mid, key: key, connectStarted: connectStarted, connection: id)
 
-        // op 8, ver/seq echoed, empty body (goim) unless the client asked for its key. Written after the bucket and room
-        // registration (goim wrote it first), so a client that has its op 8 is already counted and reachable; pushes
-        // cannot overtake it: they hop to this loop and run after this function.
-        nioMayHoldBytes = true
-        output.writeAndFlush(
-            NIOAny(Wire.packet(
-                operation: .authReply, version: version, sequence: sequence,
-                body: returnKey ? AuthKeyRequest.replyBody(key: key) : nil, transport: transport,
-                allocator: channel.allocator)),
-            promise: nil)
+        if let recoveryRequest, !reply.roomID.isEmpty {
+            // A recovery-aware client: its op 8 says where it stands in the room's history, so it is written once the
+            // history read is back (`recovered`); live messages of the room wait for it meanwhile.
+            stream = .recovering(waiting: [])
+            startRecovery(room: reply.roomID, request: recoveryRequest, version: version, sequence: sequence)
+        } else {
+            // op 8, ver/seq echoed, empty body (goim) unless the client asked for its key. Written after the bucket and
+            // room registration (goim wrote it first), so a client that has its op 8 is already counted and reachable;
+            // pushes cannot overtake it: they hop to this loop and run after this function.
+            nioMayHoldBytes = true
+            output.writeAndFlush(
+                NIOAny(Wire.packet(
+                    operation: .authReply, version: version, sequence: sequence,
+                    body: returnKey ? AuthKeyRequest.replyBody(key: key) : nil, transport: transport,
+                    allocator: channel.allocator)),
+                promise: nil)
+        }
         let now = NIODeadline.now()
         heartbeatDeadline = now + heartbeatTimeout
         deadline = min(heartbeatDeadline, credentialDeadline)
@@ -596,6 +617,86 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    // MARK: recovery
+
+    /// Reads the room's history after the client's offset (only the position for a first connect) through logic.
+    /// The client already is a member of the room: whatever reaches the room from now on waits in `stream`, and
+    /// whatever reached it before is in the history read (job writes history before any comet sees a message), so
+    /// nothing falls between the two.
+    private func startRecovery(room: String, request: RecoveryRequest, version: Int16, sequence: Int32) {
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        let logic = comet.logic
+        let limit = request.wantsRecovery ? Int32(clamping: comet.configuration.history.recoverLimit) : 0
+        comet.logicCalls.spawn(limited: false) {
+            let result: Result<Swiftgoim_Logic_HistoryReply, any Error>
+            do {
+                result = .success(try await logic.roomHistory(
+                    room: room, since: request.wantsRecovery ? request.offset : 0, epoch: request.epoch, limit: limit))
+            } catch {
+                result = .failure(error)
+            }
+            bound.eventLoop.execute {
+                bound.value.recovered(result, room: room, request: request, version: version, sequence: sequence)
+            }
+        }
+    }
+
+    /// Writes op 8 with where the client stands, then what it missed (one op 9 of packets with offsets), then the
+    /// live runs that waited, without the offsets it just got.
+    private func recovered(
+        _ result: Result<Swiftgoim_Logic_HistoryReply, any Error>, room id: String, request: RecoveryRequest, version: Int16,
+        sequence: Int32
+    ) {
+        guard state == .open, case .recovering(let waiting) = stream else { return }
+        var reply = RecoveryReply(
+            key: returnKey ? key : nil, room: id, epoch: "", offset: 0, recovering: request.wantsRecovery, recovered: false)
+        var missed: ByteBuffer?
+        switch result {
+        case .success(let history) where history.enabled:
+            let top = max(history.top, history.messages.last?.offset ?? 0)
+            reply.epoch = history.epoch
+            reply.offset = top
+            reply.recovered = request.wantsRecovery && history.complete
+            if !history.messages.isEmpty {
+                var body = ByteBuffer()
+                for item in Comet.items(history.messages) { body.writeImmutableBuffer(item.bytes) }
+                missed = body
+            }
+            if request.wantsRecovery {
+                comet.counters.increment(history.complete ? \.recoveries : \.recoveriesIncomplete)
+            }
+            // This comet may not have passed on any offset of this room yet: start its order after what was read.
+            if !history.epoch.isEmpty, let room, room.info.id == id {
+                room.info.sequencer(maxHeld: comet.configuration.history.maxHeld, counters: comet.counters)
+                    .start(epoch: history.epoch, after: top)
+            }
+            stream = .live(epoch: history.epoch, through: top)
+        case .success:
+            stream = .live(epoch: "", through: 0)
+        case .failure(let error):
+            comet.counters.increment(\.recoveryFailures)
+            comet.logger.warning("cannot read room history for a recovering client", metadata: logMetadata.merging(["error": "\(error)"]) { $1 })
+            stream = .live(epoch: "", through: 0)
+        }
+        nioMayHoldBytes = true
+        output?.write(
+            NIOAny(Wire.packet(
+                operation: .authReply, version: version, sequence: sequence, body: reply.body, transport: transport,
+                allocator: channel.allocator)),
+            promise: nil)
+        if let missed {
+            let push = Push(rawBody: missed, allocator: channel.allocator)
+            output?.write(NIOAny(push.bytes(for: transport)), promise: nil)
+            loop.delivered += 1
+        }
+        output?.flush()
+        // Runs that waited belong to the room the client was in then.
+        if room?.info.id == id {
+            for push in waiting { deliver(push) }
+        }
+        trace("recovery room:\(id) epoch:\(reply.epoch) offset:\(reply.offset) recovered:\(reply.recovered)")
+    }
+
     // MARK: rooms and watch set
 
     private func join(_ id: String) {
@@ -655,6 +756,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
             output.writeAndFlush(NIOAny(bytes), promise: nil)
         }
         if whitelisted { trace("push \(push.bytes(for: transport).readableBytes) bytes") }
+    }
+
+    /// A run of a room with history: goim's bytes to goim's clients; to a recovery-aware client the bytes with offsets,
+    /// without what it already has, held while its recovery read is in flight.
+    func deliver(_ push: StreamPush) {
+        switch stream {
+        case .none:
+            deliver(push.plain)
+        case .recovering(var waiting):
+            guard state == .open else { return }
+            stream = .none  // (no copy of the array while appending)
+            waiting.append(push)
+            stream = .recovering(waiting: waiting)
+        case .live(let epoch, let through):
+            guard push.epoch == epoch, through > 0 else {
+                deliver(push.withOffsets)
+                return
+            }
+            if let rest = push.after(through) { deliver(rest) }
+        }
     }
 
     /// Asks NIO whether it holds bytes for this channel; remembers a "no".

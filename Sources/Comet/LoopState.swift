@@ -103,6 +103,14 @@ final class LoopState {
         }
     }
 
+    /// Writes a run of a room with history to every member of room `id` on this loop, each in the form it asked for.
+    func broadcastRoom(_ id: String, stream push: StreamPush) {
+        guard let room = rooms[id] else { return }
+        for member in room.members {
+            member.deliver(push)
+        }
+    }
+
     /// Writes `push` to every connection of this loop that watches `operation`.
     func broadcast(operation: Int32, push: Push) {
         for connection in connections where connection.watches(operation) {

@@ -10,8 +10,20 @@ final class RoomInfo: Sendable {
     /// Cluster-wide count from the last `RenewOnline` reply (0 = unknown).
     let allOnline = Atomic<Int32>(0)
 
+    /// Orders the room's messages with offsets (rooms with history only; made on the first one).
+    private let sequencerBox = Mutex<RoomSequencer?>(nil)
+
     init(id: String) {
         self.id = id
+    }
+
+    func sequencer(maxHeld: Int, counters: Counters) -> RoomSequencer {
+        sequencerBox.withLock { box in
+            if let existing = box { return existing }
+            let made = RoomSequencer(maxHeld: maxHeld, counters: counters)
+            box = made
+            return made
+        }
     }
 
     /// What a heartbeat reply reports: the cluster count when known, else the local one (goim's rule).

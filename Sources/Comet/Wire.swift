@@ -92,6 +92,18 @@ struct Push: Sendable {
         }
     }
 
+    /// An op 9 envelope (ver 1, seq 0, as job builds them) around `body`, a run of complete inner packets.
+    init(rawBody body: ByteBuffer, allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        let packetLength = PacketHeader.length + body.readableBytes
+        var frame = allocator.buffer(capacity: Wire.frameHeaderLength(payload: packetLength) + packetLength)
+        Wire.writeFrameHeader(payload: packetLength, to: &frame)
+        let packetStart = frame.writerIndex
+        frame.writePacketHeader(operation: .raw, version: 1, sequence: 0, bodyLength: body.readableBytes)
+        frame.writeImmutableBuffer(body)
+        self.webSocket = frame
+        self.tcp = frame.getSlice(at: packetStart + PacketHeader.length, length: body.readableBytes)!
+    }
+
     /// The same bytes in new storage. Each event loop gets its own copy of a broadcast, so the reference count that
     /// every write retains and releases is only ever touched by one thread (no cache-line ping-pong between cores).
     func copy(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> Push {
@@ -108,5 +120,40 @@ struct Push: Sendable {
 
     func bytes(for transport: TransportKind) -> ByteBuffer {
         transport == .tcp ? tcp : webSocket
+    }
+}
+
+/// A run of room messages with offsets, encoded once per transport in both forms: `withOffsets` for clients that
+/// opted in (each inner `seq` is the message's offset), `plain` for goim's clients (every inner `seq` 0: goim's bytes).
+struct StreamPush: Sendable {
+    var epoch: String
+    var first: UInt64
+    var last: UInt64
+    var withOffsets: Push
+    var plain: Push
+
+    init(run: OffsetRun, allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        epoch = run.epoch
+        first = run.first
+        last = run.last
+        withOffsets = Push(rawBody: run.body, allocator: allocator)
+        plain = Push(rawBody: OffsetPackets.zeroingSequences(run.body), allocator: allocator)
+    }
+
+    func copy() -> StreamPush {
+        var copy = self
+        copy.withOffsets = withOffsets.copy()
+        copy.plain = plain.copy()
+        return copy
+    }
+
+    /// The packets after offset `offset` only (a recovering client already has the others); nil when none is.
+    func after(_ offset: UInt64) -> Push? {
+        guard last > offset else { return nil }
+        guard first <= offset else { return withOffsets }
+        guard let items = OffsetPackets.split(withOffsets.tcp) else { return withOffsets }
+        var body = ByteBuffer()
+        for item in items where item.offset > offset { body.writeImmutableBuffer(item.bytes) }
+        return Push(rawBody: body)
     }
 }

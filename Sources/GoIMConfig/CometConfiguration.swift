@@ -100,6 +100,18 @@ public struct CometConfiguration: Sendable, Equatable {
     public var rpcAuth = RPCAuthSection()
     /// How often room counts are reported to logic (`RenewOnline`), goim: 10 s.
     public var onlineInterval: Duration = .seconds(10)
+    /// `[history]`: how the comet orders room messages with offsets and recovers clients (docs/history.md).
+    public var history = History()
+
+    public struct History: Sendable, Equatable {
+        /// A room message that arrives ahead of a missing offset waits this long for it (two jobs finish out of
+        /// order); then the comet reads the missing ones from history through logic, or skips them if gone.
+        public var gapWait: Duration = .milliseconds(500)
+        /// Out-of-order messages held per room at most; more forces the gap to be filled (or skipped) at once.
+        public var maxHeld: Int = 10_000
+        /// Most messages one client recovers on connect (logic caps it again at its `history.maxRead`).
+        public var recoverLimit: Int = 1000
+    }
 
     public init() {}
 
@@ -191,6 +203,10 @@ public struct CometConfiguration: Sendable, Equatable {
         rpcAuth = RPCAuthSection(ra)
         rpcAuth.validate(listener: rpcServer.addr, listenerKey: "rpcServer.addr", in: ra)
         onlineInterval = reader.section("online").duration("interval", default: d.onlineInterval, minimum: .milliseconds(100))
+        let h = reader.section("history")
+        history.gapWait = h.duration("gapWait", default: d.history.gapWait, minimum: .milliseconds(1))
+        history.maxHeld = h.int("maxHeld", default: d.history.maxHeld, in: 1...1_000_000)
+        history.recoverLimit = h.int("recoverLimit", default: d.history.recoverLimit, in: 0...100_000)
         reader.acceptUnused([
             "debug", "discovery", "rpcClient.dial", "rpcServer.network", "rpcServer.timeout", "rpcServer.maxLifeTime",
             "rpcServer.forceCloseWait", "tcp.reader", "tcp.readBuf", "tcp.readBufSize", "tcp.writer", "tcp.writeBuf",

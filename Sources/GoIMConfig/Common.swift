@@ -291,8 +291,9 @@ public struct HistoryLimits: Sendable, Equatable {
     }
 }
 
-/// `[history]`: which room types keep history (`[history.rooms.<type>]` with `size` and `ttl`), shared by job (which
-/// writes it) and logic (which serves it); rooms of other types cost nothing extra. See docs/history.md.
+/// `[history]`: which room types keep history, shared by job (which writes it) and logic (which serves it); rooms of
+/// other types cost nothing extra. `rooms = ["live:100:10m"]`: rooms `live://…` keep their newest 100 messages, for 10
+/// minutes after the last one (`GOIM_HISTORY_ROOMS=live:100:10m,chat:50:1h`). See docs/history.md.
 public struct HistorySection: Sendable, Equatable {
     /// By room type: the `live` of `live://1000`.
     public var rooms: [String: HistoryLimits] = [:]
@@ -304,15 +305,24 @@ public struct HistorySection: Sendable, Equatable {
     public init(_ s: ConfigSection) {
         let d = HistorySection()
         maxRead = s.int("maxRead", default: d.maxRead, in: 1...100_000)
-        let roomsSection = s.nested("rooms")
-        for type in roomsSection.tableKeys() {
-            let t = roomsSection.nested(type)
-            guard !type.isEmpty, !type.contains(where: { ":/{} ".contains($0) }) else {
-                roomsSection.invalid(type, "\"\(type)\"", "a room type is the part before :// and has no ':', '/', '{', '}' or space")
+        for entry in s.strings("rooms", default: []) {
+            let parts = entry.split(separator: ":", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
+            guard parts.count == 3, !parts[0].isEmpty, !parts[0].contains(where: { "/{} ".contains($0) }) else {
+                s.invalid("rooms", "\"\(entry)\"", "expected \"type:size:ttl\", e.g. \"live:100:10m\" (type is the part before ://)")
                 continue
             }
-            let size = t.int("size", default: 100, in: 1...1_000_000)
-            let ttl = t.duration("ttl", default: .seconds(600), minimum: .seconds(1))
+            guard let size = Int(parts[1]), (1...1_000_000).contains(size) else {
+                s.invalid("rooms", "\"\(entry)\"", "the size (messages kept) must be an integer in 1...1000000")
+                continue
+            }
+            guard let ttl = GoDuration.parse(parts[2]), ttl >= .seconds(1) else {
+                s.invalid("rooms", "\"\(entry)\"", "the ttl must be a duration of at least 1s, e.g. \"10m\"")
+                continue
+            }
+            let type = parts[0].lowercased()
+            if rooms[type] != nil { s.invalid("rooms", "\"\(entry)\"", "room type \"\(type)\" is listed twice") }
             rooms[type] = HistoryLimits(size: size, ttl: ttl)
         }
     }

@@ -134,16 +134,6 @@ public final class ConfigReader {
         for key in keys { used.insert(key.lowercased()) }
     }
 
-    /// The keys of the table at `path` in the file (not the environment), without marking anything read.
-    func tableKeys(at path: [String]) -> [String] {
-        var table = root
-        for part in path.map({ $0.lowercased() }) {
-            guard case .table(let inner)? = table[part] else { return [] }
-            table = inner
-        }
-        return table.keys.sorted()
-    }
-
     func lookup(_ path: [String], _ key: String) -> (ConfigValue?, fromEnvironment: Bool) {
         let envName = "GOIM_" + (path + [key]).map { $0.uppercased() }.joined(separator: "_")
         let lowered = (path + [key]).map { $0.lowercased() }
@@ -167,12 +157,6 @@ public struct ConfigSection {
     public func field(_ key: String) -> String { (path + [key]).joined(separator: ".") }
 
     public func has(_ key: String) -> Bool { reader.lookup(path, key).0 != nil }
-
-    /// The table `key` inside this one (`[section.key]`).
-    public func nested(_ key: String) -> ConfigSection { ConfigSection(reader: reader, path: path + [key]) }
-
-    /// The keys of this table in the file, e.g. the room types under `[history.rooms]`.
-    public func tableKeys() -> [String] { reader.tableKeys(at: path) }
 
     public func string(_ key: String, default value: String) -> String {
         switch reader.lookup(path, key) {

@@ -69,11 +69,17 @@ public struct HistoryStore: Sendable {
         return {offset, epoch, 0}
         """
 
-    /// KEYS: meta, log. ARGV: since, limit, the reader's epoch ("" = any). Returns {epoch or "", top, first, entries}.
-    /// A reader of another epoch reads from the oldest message held.
+    /// KEYS: meta, log. ARGV: since, limit, the reader's epoch ("" = any), a fresh epoch and its TTL (ms) to start the
+    /// stream with when it has none ("" = don't). Returns {epoch or "", top, first, entries}. A reader of another epoch
+    /// reads from the oldest message held.
     static let readScript = """
         local epoch = redis.call('HGET', KEYS[1], 'epoch')
-        if not epoch then return {'', 0, 1, {}} end
+        if not epoch then
+          if ARGV[4] == '' then return {'', 0, 1, {}} end
+          redis.call('HSET', KEYS[1], 'epoch', ARGV[4], 'offset', 0)
+          redis.call('PEXPIRE', KEYS[1], ARGV[5])
+          return {ARGV[4], 0, 1, {}}
+        end
         local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
         local head = redis.call('LINDEX', KEYS[2], 0)
         local first = top + 1
@@ -118,13 +124,17 @@ public struct HistoryStore: Sendable {
     }
 
     /// The messages of `stream` after offset `since` of `epoch` (empty epoch: whatever the current one is), at most
-    /// `limit` (0 reads only the stream's position).
-    public func read(_ stream: HistoryStream, since: UInt64, epoch: String, limit: Int) async throws(HistoryError) -> HistoryPage {
+    /// `limit` (0 reads only the stream's position). With `startingWith` a stream without history gets its epoch now
+    /// (kept that long), so that a client connecting before the first message learns the epoch the messages will have.
+    public func read(
+        _ stream: HistoryStream, since: UInt64, epoch: String, limit: Int, startingWith limits: HistoryLimits? = nil
+    ) async throws(HistoryError) -> HistoryPage {
         let reply: RESPValue
         do {
             reply = try await redis.send(RedisCommand("EVAL", [
                 .string(Self.readScript), 2, .string(stream.metaKey), .string(stream.logKey),
                 .integer(Int64(min(since, Self.maxOffset))), .integer(Int64(max(0, limit))), .string(epoch),
+                .string(limits == nil ? "" : Self.freshEpoch()), .integer(max(1, limits?.ttl.milliseconds ?? 1)),
             ]))
         } catch {
             throw .unavailable("\(error)")

@@ -19,11 +19,12 @@ public struct LogicHistory: Sendable {
     /// What came after offset `since` of `epoch` in room `room`; `limit` is capped by `history.maxRead`.
     func room(_ room: String, since: UInt64, epoch: String, limit: Int) async throws(LogicError) -> Swiftgoim_Logic_HistoryReply {
         var reply = Swiftgoim_Logic_HistoryReply()
-        guard policy.limits(forRoom: room) != nil else { return reply }
+        guard let limits = policy.limits(forRoom: room) else { return reply }
         reply.enabled = true
         let page: HistoryPage
         do {
-            page = try await store.read(.room(room), since: since, epoch: epoch, limit: min(max(0, limit), policy.maxRead))
+            page = try await store.read(
+                .room(room), since: since, epoch: epoch, limit: min(max(0, limit), policy.maxRead), startingWith: limits)
         } catch {
             throw .redisUnavailable("\(error)")
         }

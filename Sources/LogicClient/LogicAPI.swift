@@ -1,4 +1,5 @@
 import Foundation
+import GRPCCore
 import GoIMRPC
 
 /// The calls a comet makes to Logic (`goim.logic.Logic`). `GRPCLogicClient` is the real one; the seam lets other
@@ -16,4 +17,14 @@ public protocol LogicAPI: Sendable {
     func refreshToken(mid: Int64, key: String, server: String, token: Data) async throws -> Int64
     /// Forwards a client packet with an operation the comet does not handle itself.
     func receive(mid: Int64, proto: Goim_Protocol_Proto) async throws
+    /// Room `room`'s history after offset `since` of `epoch` (`swiftgoim.logic.History`), at most `limit` messages:
+    /// what a recovering client missed. goim's logic answers UNIMPLEMENTED.
+    func roomHistory(room: String, since: UInt64, epoch: String, limit: Int32) async throws -> Swiftgoim_Logic_HistoryReply
+}
+
+extension LogicAPI {
+    /// A Logic without history (goim's): UNIMPLEMENTED, as its gRPC server answers.
+    public func roomHistory(room: String, since: UInt64, epoch: String, limit: Int32) async throws -> Swiftgoim_Logic_HistoryReply {
+        throw RPCError(code: .unimplemented, message: "swiftgoim.logic.History is not served by this Logic")
+    }
 }

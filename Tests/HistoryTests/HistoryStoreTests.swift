@@ -106,6 +106,20 @@ import Testing
         #expect(HistoryStream.mid(42).metaKey == "hist:{mid:42}:meta")
     }
 
+    @Test func aReaderBeforeTheFirstMessageLearnsTheEpochTheMessagesGet() async throws {
+        let server = try await TestServers.redis()
+        defer { server.stopInBackground() }
+        let (store, _) = makeStore(server)
+        let room = HistoryStream.room("live://early")
+        let limits = HistoryLimits(size: 10, ttl: .seconds(60))
+        let early = try await store.read(room, since: 0, epoch: "", limit: 0, startingWith: limits)
+        #expect(early.epoch.count == 16 && early.top == 0)
+        let stamps = try await append(store, room, ids: ["e1", "e2"], size: 10)
+        #expect(stamps.map(\.epoch) == [early.epoch, early.epoch] && stamps.map(\.offset) == [1, 2])
+        let page = try await store.read(room, since: 0, epoch: early.epoch, limit: 10, startingWith: limits)
+        #expect(page.complete && page.messages.map(\.offset) == [1, 2])
+    }
+
     @Test func bodiesKeepEveryByte() async throws {
         let server = try await TestServers.redis()
         defer { server.stopInBackground() }

@@ -1,3 +1,4 @@
+import Foundation
 import GoIMClient
 import GoIMProtocol
 import NIOCore
@@ -11,11 +12,14 @@ public final class Member: Sendable {
         public var body: String
         /// Came in a WebSocket op 9 envelope (TCP clients get the inner packets directly).
         public var inEnvelope: Bool
+        /// The packet's `seq`: a room message's offset for a recovery-aware client, else 0.
+        public var sequence: Int32 = 0
 
-        public init(operation: Int32, body: String, inEnvelope: Bool) {
+        public init(operation: Int32, body: String, inEnvelope: Bool, sequence: Int32 = 0) {
             self.operation = operation
             self.body = body
             self.inEnvelope = inEnvelope
+            self.sequence = sequence
         }
     }
 
@@ -23,13 +27,16 @@ public final class Member: Sendable {
     public let client: GoIMClient
     public let key: String
     public let mid: Int64
+    /// The op 8 body (empty for goim's clients).
+    public let authReply: String
     private let received: Received
 
     private final class Received: Sendable {
         let pushes = Mutex<[Push]>([])
     }
 
-    private init(name: String, client: GoIMClient, key: String, mid: Int64, received: Received) {
+    private init(name: String, client: GoIMClient, key: String, mid: Int64, authReply: String, received: Received) {
+        self.authReply = authReply
         self.name = name
         self.client = client
         self.key = key
@@ -38,8 +45,10 @@ public final class Member: Sendable {
     }
 
     /// Connects over TCP or WebSocket and authenticates (op 7 → op 8) with goim's JSON auth body.
+    /// With `recover`, the body also carries `"recover": {"epoch": …, "offset": …}` (a recovery-aware client).
     public static func connect(
-        _ name: String, to comet: Stack.Comet, webSocket: Bool, mid: Int64, room: String, accepts: [Int32] = [1000, 1001, 1002]
+        _ name: String, to comet: Stack.Comet, webSocket: Bool, mid: Int64, room: String, accepts: [Int32] = [1000, 1001, 1002],
+        recover: (epoch: String, offset: UInt64)? = nil, key chosenKey: String? = nil
     ) async throws -> Member {
         let received = Received()
         let client = try await GoIMClient.connect(
@@ -47,18 +56,28 @@ public final class Member: Sendable {
             delivery: .handler { packet in
                 let push = Push(
                     operation: packet.packet.operation.rawValue, body: String(buffer: packet.packet.body),
-                    inEnvelope: packet.inEnvelope)
+                    inEnvelope: packet.inEnvelope, sequence: packet.packet.sequence)
                 received.pushes.withLock { $0.append(push) }
             })
-        let key = "\(name)-\(mid)-\(UInt32.random(in: 0...UInt32.max))"
+        let key = chosenKey ?? "\(name)-\(mid)-\(UInt32.random(in: 0...UInt32.max))"
+        let reply: Packet
         do {
-            let reply = try await client.auth(AuthBody(mid: mid, key: key, roomID: room, platform: "test", accepts: accepts))
+            if let recover {
+                let body: [String: Any] = [
+                    "mid": mid, "key": key, "room_id": room, "platform": "test", "accepts": accepts,
+                    "recover": ["epoch": recover.epoch, "offset": recover.offset],
+                ]
+                let json = try JSONSerialization.data(withJSONObject: body)
+                reply = try await client.auth(token: ByteBuffer(bytes: json))
+            } else {
+                reply = try await client.auth(AuthBody(mid: mid, key: key, roomID: room, platform: "test", accepts: accepts))
+            }
             #expect(reply.operation == .authReply)
         } catch {
             await client.close()
             throw error
         }
-        return Member(name: name, client: client, key: key, mid: mid, received: received)
+        return Member(name: name, client: client, key: key, mid: mid, authReply: String(buffer: reply.body), received: received)
     }
 
     public var pushes: [Push] { received.pushes.withLock { $0 } }

@@ -1,0 +1,136 @@
+import Foundation
+import NIOCore
+
+/// A recovery-aware client's opt-in, read from its op 7 JSON body beside goim's fields (or beside `token`):
+/// `"recover": {"epoch": "<epoch>", "offset": <offset>}`. Such a client gets each room message's offset in the
+/// packet's `seq`, and an op 8 body saying where it stands (`RecoveryReply`). With an epoch it also gets every
+/// message of its room after `offset` that the room's history still holds, before the live ones. goim's clients
+/// never send the field and see goim's bytes. See docs/protocol.md.
+public struct RecoveryRequest: Sendable, Equatable {
+    /// The room history's epoch the client last saw; empty: nothing to recover (a first connect).
+    public var epoch: String
+    /// The last offset the client received in that epoch.
+    public var offset: UInt64
+
+    public init(epoch: String, offset: UInt64) {
+        self.epoch = epoch
+        self.offset = offset
+    }
+
+    public var wantsRecovery: Bool { !epoch.isEmpty }
+
+    /// The request in `body`, nil when the body has no top-level `"recover"` object. A byte scan first: the comet
+    /// only forwards auth bodies to logic, and goim's bodies never name the field. A `recover` whose members are
+    /// missing or of the wrong type counts as a first connect (offsets, nothing recovered).
+    public static func parse(_ body: some Collection<UInt8>) -> RecoveryRequest? {
+        let bytes = Array(body)
+        let name = Array(#""recover""#.utf8)
+        guard bytes.count > name.count, contains(name, in: bytes) else { return nil }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
+            let recover = object["recover"] as? [String: Any]
+        else { return nil }
+        let epoch = recover["epoch"] as? String ?? ""
+        var offset: UInt64 = 0
+        if let number = recover["offset"] as? NSNumber, let exact = UInt64(exactly: number.doubleValue) {
+            offset = exact
+        }
+        return RecoveryRequest(epoch: epoch, offset: offset)
+    }
+
+    private static func contains(_ needle: [UInt8], in haystack: [UInt8]) -> Bool {
+        guard haystack.count >= needle.count else { return false }
+        for start in 0...(haystack.count - needle.count) where haystack[start] == needle[0] {
+            if haystack[start..<start + needle.count].elementsEqual(needle) { return true }
+        }
+        return false
+    }
+}
+
+/// The op 8 body a recovery-aware client gets:
+/// `{"key":"…","room":"live://1000","epoch":"…","offset":N,"recovering":true,"recovered":true}`.
+/// `offset` is the room's last offset when the client joined: recovered messages end there, live ones follow it.
+/// `key` only when the client asked for it (`"return_key": true`). `epoch` is empty when the room keeps no history.
+public struct RecoveryReply: Sendable, Equatable {
+    public var key: String?
+    public var room: String
+    public var epoch: String
+    public var offset: UInt64
+    /// The client asked to recover (its `recover` named an epoch).
+    public var recovering: Bool
+    /// ... and got every message it missed.
+    public var recovered: Bool
+
+    public init(key: String?, room: String, epoch: String, offset: UInt64, recovering: Bool, recovered: Bool) {
+        self.key = key
+        self.room = room
+        self.epoch = epoch
+        self.offset = offset
+        self.recovering = recovering
+        self.recovered = recovered
+    }
+
+    public var body: ByteBuffer {
+        var out = Array("{".utf8)
+        if let key {
+            out += Array(#""key":"#.utf8)
+            AuthBody.appendString(key, to: &out)
+            out.append(UInt8(ascii: ","))
+        }
+        out += Array(#""room":"#.utf8)
+        AuthBody.appendString(room, to: &out)
+        out += Array(#","epoch":"#.utf8)
+        AuthBody.appendString(epoch, to: &out)
+        out += Array(#","offset":\#(offset),"recovering":\#(recovering),"recovered":\#(recovered)}"#.utf8)
+        return ByteBuffer(bytes: out)
+    }
+}
+
+/// Room messages with offsets: inner packets of an op 9 body whose `seq` is the message's offset.
+public enum OffsetPackets {
+    public struct Item: Sendable {
+        public var offset: UInt64
+        /// The whole inner packet (header and body).
+        public var bytes: ByteBuffer
+
+        public init(offset: UInt64, bytes: ByteBuffer) {
+            self.offset = offset
+            self.bytes = bytes
+        }
+    }
+
+    /// The packets of `body` with their offsets, nil when the body is not a run of well-formed packets or a `seq` is
+    /// not a positive offset.
+    public static func split(_ body: ByteBuffer) -> [Item]? {
+        var items: [Item] = []
+        var index = body.readerIndex
+        let end = body.writerIndex
+        while index < end {
+            guard let header = RawHeader(body, at: index), header.headerLength == PacketHeader.length,
+                header.packetLength >= PacketHeader.length, Int(header.packetLength) <= end - index, header.sequence > 0
+            else { return nil }
+            let length = Int(header.packetLength)
+            items.append(Item(offset: UInt64(header.sequence), bytes: body.getSlice(at: index, length: length)!))
+            index += length
+        }
+        return items
+    }
+
+    /// A copy of `body` with every inner packet's `seq` set to 0: the bytes goim's clients get.
+    public static func zeroingSequences(_ body: ByteBuffer) -> ByteBuffer {
+        var copy = ByteBuffer()
+        copy.reserveCapacity(body.readableBytes)
+        copy.writeImmutableBuffer(body)
+        var index = copy.readerIndex
+        while let header = RawHeader(copy, at: index), header.packetLength >= PacketHeader.length {
+            copy.setInteger(Int32(0), at: index + 12)
+            index += Int(header.packetLength)
+        }
+        return copy
+    }
+
+    /// One inner packet: ver 1, `operation`, seq = `offset`.
+    public static func append(offset: UInt64, operation: Int32, body: some Collection<UInt8>, to buffer: inout ByteBuffer) {
+        RawBatch.append(
+            operation: Operation(operation), body: body, sequence: Int32(clamping: offset), to: &buffer)
+    }
+}
