@@ -185,6 +185,19 @@ public final class Stack: Sendable {
         }
     }
 
+    /// Runs one command on the stack's Redis with `redis-cli`; returns its output without the trailing newline.
+    public func redisCommand(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["redis-cli", "-p", "\(redis.port)"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     public func stopAll() async {
         for process in processes { await process.stop() }
     }
