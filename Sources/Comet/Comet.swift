@@ -33,6 +33,8 @@ final class Counters: Sendable {
     /// Room history: messages dropped as already passed on, offsets skipped (history no longer had them), gaps read
     /// from history, client recoveries (complete, incomplete, failed: no answer from logic).
     let offsetDuplicates = ManagedAtomic<Int>(0)
+    /// Messages that arrived ahead of a missing offset and waited for it.
+    let offsetsHeld = ManagedAtomic<Int>(0)
     let offsetsSkipped = ManagedAtomic<Int>(0)
     let gapFills = ManagedAtomic<Int>(0)
     let recoveries = ManagedAtomic<Int>(0)
@@ -92,6 +94,15 @@ public struct CometStatistics: Sendable, Equatable {
     public var logicErrors: Int
     /// Connection objects still in memory: equals `openConnections` once closes have settled (else a leak).
     public var connectionObjects: Int = 0
+    /// Room history (docs/history.md): messages with offsets dropped as already passed on, offsets skipped because
+    /// history no longer had them, gaps read from history, and client recoveries complete, incomplete or failed.
+    public var offsetDuplicates: Int = 0
+    public var offsetsHeld: Int = 0
+    public var offsetsSkipped: Int = 0
+    public var gapFills: Int = 0
+    public var recoveries: Int = 0
+    public var recoveriesIncomplete: Int = 0
+    public var recoveryFailures: Int = 0
 }
 
 /// The state one comet shares between its event loops, its gRPC service and its background services.
@@ -313,26 +324,35 @@ final class Comet: Sendable {
         let wait = configuration.history.gapWait
         let limit = configuration.history.maxHeld
         logicCalls.spawn(limited: false) {
+            var pause = wait
             while true {
-                try? await Task.sleep(for: wait)
-                guard let gap = sequencer.gap() else { return }
+                try? await Task.sleep(for: pause)
+                let (epoch, since, before): (String, UInt64, UInt64)
+                switch sequencer.gap(after: wait) {
+                case .none: return
+                case .wait(let remaining):
+                    pause = remaining
+                    continue
+                case .fill(let e, let s, let b): (epoch, since, before) = (e, s, b)
+                }
                 var found: [OffsetPackets.Item] = []
                 do {
-                    let missing = Int32(clamping: min(UInt64(limit), gap.before - gap.since - 1))
-                    let reply = try await self.logic.roomHistory(room: id, since: gap.since, epoch: gap.epoch, limit: missing)
-                    if reply.epoch == gap.epoch { found = Self.items(reply.messages) }
+                    let missing = Int32(clamping: min(UInt64(limit), before - since - 1))
+                    let reply = try await self.logic.roomHistory(room: id, since: since, epoch: epoch, limit: missing)
+                    if reply.epoch == epoch { found = Self.items(reply.messages) }
                     self.counters.increment(\.gapFills)
                 } catch {
                     self.counters.increment(\.logicErrors)
                     self.logger.warning("cannot read room history to fill a gap; skipping it", metadata: [
-                        "goim.room": "\(id)", "goim.since": "\(gap.since)", "error": "\(error)",
+                        "goim.room": "\(id)", "goim.since": "\(since)", "error": "\(error)",
                     ])
                 }
                 var written: [EventLoopFuture<Void>] = []
-                let again = sequencer.fill(epoch: gap.epoch, since: gap.since, before: gap.before, found: found) { run in
+                let again = sequencer.fill(epoch: epoch, since: since, before: before, found: found) { run in
                     written += self.enqueue(run, room: id)
                 }
                 if !again { return }
+                pause = wait
             }
         }
     }
@@ -521,6 +541,11 @@ final class Comet: Sendable {
             slowConsumersClosed: c.slowConsumersClosed.load(ordering: .relaxed),
             slowConsumerEpisodes: c.slowConsumerEpisodes.load(ordering: .relaxed), delivered: delivered, dropped: dropped,
             disconnects: c.disconnects.load(ordering: .relaxed), logicErrors: c.logicErrors.load(ordering: .relaxed),
-            connectionObjects: c.liveHandlers.load(ordering: .relaxed))
+            connectionObjects: c.liveHandlers.load(ordering: .relaxed),
+            offsetDuplicates: c.offsetDuplicates.load(ordering: .relaxed), offsetsHeld: c.offsetsHeld.load(ordering: .relaxed),
+            offsetsSkipped: c.offsetsSkipped.load(ordering: .relaxed),
+            gapFills: c.gapFills.load(ordering: .relaxed), recoveries: c.recoveries.load(ordering: .relaxed),
+            recoveriesIncomplete: c.recoveriesIncomplete.load(ordering: .relaxed),
+            recoveryFailures: c.recoveryFailures.load(ordering: .relaxed))
     }
 }

@@ -27,6 +27,17 @@ final class RoomSequencer: Sendable {
         var next: UInt64?
         var held: [UInt64: ByteBuffer] = [:]
         var gapFillScheduled = false
+        /// Since when the offset `next` has been missing (messages after it are held).
+        var gapSince: ContinuousClock.Instant?
+    }
+
+    enum Gap: Equatable {
+        /// Nothing is held: the scheduled fill ends.
+        case none
+        /// The current gap is younger than the wait: look again after this long.
+        case wait(Duration)
+        /// Read offsets `since + 1 ..< before` of `epoch` from history.
+        case fill(epoch: String, since: UInt64, before: UInt64)
     }
 
     let maxHeld: Int
@@ -46,7 +57,7 @@ final class RoomSequencer: Sendable {
             if s.epoch != epoch {
                 // History was lost and started again: what is held belongs to the old epoch; pass it on as it is.
                 if !s.held.isEmpty { emit(Self.runOfHeld(&s)) }
-                s = State(epoch: epoch, next: nil, held: [:], gapFillScheduled: s.gapFillScheduled)
+                s = State(epoch: epoch, next: nil, held: [:], gapFillScheduled: s.gapFillScheduled, gapSince: nil)
             }
             let next = s.next ?? firstOffset
             // The common case (one job, nothing held): the call's packets are exactly the next offsets.
@@ -66,6 +77,8 @@ final class RoomSequencer: Sendable {
                     Self.drain(&s, into: &run)
                 } else if s.held.updateValue(packet.bytes, forKey: packet.offset) != nil {
                     counters.increment(\.offsetDuplicates)
+                } else {
+                    counters.increment(\.offsetsHeld)
                 }
             }
             if s.held.count > maxHeld {
@@ -73,21 +86,29 @@ final class RoomSequencer: Sendable {
                 skipGap(&s, into: &run)
             }
             if let built = run.build() { emit(built) }
+            if s.held.isEmpty {
+                s.gapSince = nil
+            } else if run.build() != nil || s.gapSince == nil {
+                // A new gap (the old one, if any, closed in this call).
+                s.gapSince = .now
+            }
             guard !s.held.isEmpty, !s.gapFillScheduled else { return false }
             s.gapFillScheduled = true
             return true
         }
     }
 
-    /// The gap a fill must read: offsets `since + 1 ..< before` of `epoch`; nil when none is left (the scheduled fill
-    /// ends).
-    func gap() -> (epoch: String, since: UInt64, before: UInt64)? {
+    /// What the scheduled fill must do now: a gap is read from history once it has lasted `wait`.
+    func gap(after wait: Duration, now: ContinuousClock.Instant = .now) -> Gap {
         state.withLock { s in
             guard let next = s.next, let low = s.held.keys.min(), low > next else {
                 s.gapFillScheduled = false
-                return nil
+                s.gapSince = nil
+                return .none
             }
-            return (s.epoch, next - 1, low)
+            let since = s.gapSince ?? now
+            if now - since < wait { return .wait(wait - (now - since)) }
+            return .fill(epoch: s.epoch, since: next - 1, before: low)
         }
     }
 
@@ -106,6 +127,7 @@ final class RoomSequencer: Sendable {
             if let built = run.build() { emit(built) }
             let another = !s.held.isEmpty
             s.gapFillScheduled = another
+            s.gapSince = another ? .now : nil
             return another
         }
     }

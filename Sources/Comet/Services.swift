@@ -40,6 +40,15 @@ struct ConnectionsService: Service {
         comet.logger.info("closing all client connections")
         await comet.closeAll()
         comet.stopSweeps()
+        let stats = await comet.statistics()
+        comet.logger.info("closed all client connections", metadata: [
+            "goim.authenticated": "\(stats.authenticated)", "goim.delivered": "\(stats.delivered)",
+            "goim.dropped": "\(stats.dropped)", "goim.offsetDuplicates": "\(stats.offsetDuplicates)",
+            "goim.offsetsHeld": "\(stats.offsetsHeld)",
+            "goim.offsetsSkipped": "\(stats.offsetsSkipped)", "goim.gapFills": "\(stats.gapFills)",
+            "goim.recoveries": "\(stats.recoveries)", "goim.recoveriesIncomplete": "\(stats.recoveriesIncomplete)",
+            "goim.recoveryFailures": "\(stats.recoveryFailures)",
+        ])
     }
 }
 

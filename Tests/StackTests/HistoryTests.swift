@@ -227,6 +227,13 @@ struct HistoryStackTests {
             let messages = try #require((reply.json?["data"] as? [String: Any])?["messages"] as? [[String: Any]])
             let bodies = messages.compactMap { ($0["body"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } }
             #expect(bodies == orders[0])
+            // What the comets had to put back in order (printed: how often two jobs crossed depends on timing).
+            for comet in stack.comets {
+                await comet.process.stop()
+                let summary = comet.process.output.split(separator: "\n").last { $0.contains("closed all client connections") }
+                print("\(comet.name): \(summary.map(String.init) ?? "no summary")")
+                #expect(summary?.contains("goim.offsetsSkipped=0") == true)
+            }
         }
     }
 }
