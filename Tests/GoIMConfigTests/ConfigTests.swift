@@ -202,6 +202,35 @@ import Testing
         }
     }
 
+    @Test func historyRoomTypes() throws {
+        #expect(try JobConfiguration(ConfigReader(toml: "")).history.rooms.isEmpty)
+        let job = try JobConfiguration(ConfigReader(toml: "[history]\nrooms = [\"live:100:10m\", \"Chat:5:1h\"]\n"))
+        #expect(job.history.rooms == ["live": HistoryLimits(size: 100, ttl: .seconds(600)), "chat": HistoryLimits(size: 5, ttl: .seconds(3600))])
+        #expect(job.history.limits(forRoom: "live://1000") == HistoryLimits(size: 100, ttl: .seconds(600)))
+        #expect(job.history.limits(forRoom: "CHAT://x") == HistoryLimits(size: 5, ttl: .seconds(3600)))
+        #expect(job.history.limits(forRoom: "other://1") == nil && job.history.limits(forRoom: "live") == nil)
+        let (logic, _) = try LogicConfiguration.load(path: nil, environment: ["GOIM_HISTORY_ROOMS": "live:10:30s"])
+        #expect(logic.history.rooms == ["live": HistoryLimits(size: 10, ttl: .seconds(30))])
+        for (bad, reason) in [
+            ("live:100", "type:size:ttl"), ("live:0:1m", "size"), ("live:x:1m", "size"), ("live:10:forever", "ttl"),
+            ("live:10:500ms", "ttl"), ("a/b:1:1m", "type:size:ttl"), (":1:1m", "type:size:ttl"),
+        ] {
+            #expect(throws: ConfigError.self, "\(bad)") {
+                _ = try JobConfiguration(ConfigReader(toml: "[history]\nrooms = [\"\(bad)\"]\n"))
+            }
+            do {
+                _ = try JobConfiguration(ConfigReader(toml: "[history]\nrooms = [\"\(bad)\"]\n"))
+            } catch {
+                #expect(error.description.contains("history.rooms") && error.description.contains(reason), "\(error)")
+            }
+        }
+        #expect(throws: ConfigError.self) {
+            _ = try JobConfiguration(ConfigReader(toml: "[history]\nrooms = [\"live:1:1m\", \"live:2:1m\"]\n"))
+        }
+        let comet = try CometConfiguration(ConfigReader(toml: "[history]\ngapWait = \"250ms\"\nrecoverLimit = 50\n"))
+        #expect(comet.history.gapWait == .milliseconds(250) && comet.history.recoverLimit == 50 && comet.history.maxHeld == 10_000)
+    }
+
     @Test func logicCORSOrigins() throws {
         let (defaults, _) = try LogicConfiguration.load(path: nil, environment: [:])
         #expect(defaults.httpServer.corsOrigins == [])

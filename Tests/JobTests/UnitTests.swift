@@ -94,6 +94,26 @@ struct JobUnitTests {
         #expect(Array(proto.body) == expected)
     }
 
+    @Test("a room with history: inner packets carry their offsets, and one call carries one epoch")
+    func historyEpochsSplitBatches() async throws {
+        let aggregator = RoomAggregator(room: "live://1", batchLimit: 20, queueSize: 10)
+        let sink = TicketLog()
+        for (index, (offset, epoch)) in [(UInt64(7), "e1"), (8, "e1"), (1, "e2")].enumerated() {
+            try await aggregator.reserve()
+            let packet = PushEncoding.innerPacket(operation: 1000, body: Data("m\(offset)".utf8), sequence: Int32(offset))
+            _ = aggregator.append(packet: packet, epoch: epoch, ticket: Ticket(id: UInt64(index), sink: sink), targets: ["c"])
+        }
+        let calls = Mutex<[(sequences: [Int32], epoch: String)]>([])
+        await aggregator.runLane("c", statistics: JobStatistics()) { body, epoch in
+            let sequences = (try? RawBatch.split(ByteBuffer(bytes: body)))?.map(\.sequence) ?? []
+            calls.withLock { $0.append((sequences, epoch)) }
+            return .delivered
+        }
+        let made = calls.withLock { $0 }
+        #expect(made.map(\.sequences) == [[7, 8], [1]] && made.map(\.epoch) == ["e1", "e2"])
+        #expect(sink.count == 3)
+    }
+
     @Test("Broadcast speed is shared among comets; never a division by zero (goim bug 20)")
     func speed() {
         #expect(PushEncoding.speed(100, comets: 4) == 25)
