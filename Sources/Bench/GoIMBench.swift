@@ -91,6 +91,8 @@ struct Fanout: AsyncParsableCommand {
     @Option(help: "Message body size in bytes (at least 8: it carries the send time).") var body = 10
     @Flag(help: "Also run fanout-limit.c with the same connections, rounds and packets per write.") var withLimit = false
     @Option(help: "Path of fanout-limit.c.") var limitSource: String?
+    @Flag(help: "Send what job sends for a room with history: offsets in the inner seq, a history epoch (a fresh one per run).")
+    var history = false
     @Flag(help: "JSON output.") var json = false
 
     func run() async throws {
@@ -105,7 +107,8 @@ struct Fanout: AsyncParsableCommand {
         let cpu0 = comet.cometPid.flatMap { ProcStats.read(pid: $0) }
         let started = ContinuousClock.now
         let ok = try await pusher.broadcastRoom(
-            room: client.room, operation: 1000, bodySize: body, packets: packets, rate: rate, rounds: rounds
+            room: client.room, operation: 1000, bodySize: body, packets: packets, rate: rate, rounds: rounds,
+            historyEpoch: history ? "bench-\(UInt32.random(in: 0...UInt32.max))" : nil
         ) { round in
             if round % 40 == 0 {
                 let s = fleet.total()
@@ -122,7 +125,8 @@ struct Fanout: AsyncParsableCommand {
 
         var report = Report(scenario: "fanout")
         report.parameters = ["clients": "\(client.clients)", "rate": "\(rate)/s", "rounds": "\(rounds)",
-                             "packets per call": "\(packets)", "body": "\(body) B", "transport": client.transport]
+                             "packets per call": "\(packets)", "body": "\(body) B", "transport": client.transport,
+                             "history": history ? "on" : "off"]
         report.add("authenticated", Double(authed), "connections")
         report.add("BroadcastRoom calls ok", Double(ok))
         report.add("delivered", Double(delivered), "messages")

@@ -7,12 +7,15 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// Builds goim's push envelope: op 9 whose body is `packets` inner packets (op `operation`, stamped bodies).
-func stampedEnvelope(operation: Int32, bodySize: Int, packets: Int) -> Goim_Protocol_Proto {
+/// Builds goim's push envelope: op 9 whose body is `packets` inner packets (op `operation`, stamped bodies). With
+/// `firstOffset` the inner packets carry offsets from there in their `seq`, as job sends a room with history.
+func stampedEnvelope(operation: Int32, bodySize: Int, packets: Int, firstOffset: Int32? = nil) -> Goim_Protocol_Proto {
     var inner = ByteBuffer()
     let now = wallNanoseconds()
-    for _ in 0..<max(1, packets) {
-        inner.writePacket(Packet(operation: Operation(rawValue: operation), body: ByteBuffer(bytes: Stamp.body(size: bodySize, at: now))))
+    for index in 0..<max(1, packets) {
+        inner.writePacket(Packet(
+            operation: Operation(rawValue: operation), sequence: firstOffset.map { $0 + Int32(index) } ?? 0,
+            body: ByteBuffer(bytes: Stamp.body(size: bodySize, at: now))))
     }
     return Goim_Protocol_Proto(operation: 9, body: Array(inner.readableBytesView))
 }
@@ -23,8 +26,9 @@ struct CometPusher {
     let port: Int
 
     /// Runs `rounds` BroadcastRoom calls paced at `rate` per second; returns the number that succeeded.
+    /// With `historyEpoch` each call is what job sends for a room with history (offsets, epoch).
     func broadcastRoom(room: String, operation: Int32, bodySize: Int, packets: Int, rate: Double, rounds: Int,
-                       progress: @escaping @Sendable (Int) -> Void) async throws -> Int {
+                       historyEpoch: String? = nil, progress: @escaping @Sendable (Int) -> Void) async throws -> Int {
         let transport = try HTTP2ClientTransport.Posix(
             target: .ipv4(address: host, port: port), transportSecurity: .plaintext)
         return try await withGRPCClient(transport: transport) { client in
@@ -36,7 +40,10 @@ struct CometPusher {
                 if due > .now { try await Task.sleep(until: due) }
                 var request = Goim_Comet_BroadcastRoomReq()
                 request.roomID = room
-                request.proto = stampedEnvelope(operation: operation, bodySize: bodySize, packets: packets)
+                request.proto = stampedEnvelope(
+                    operation: operation, bodySize: bodySize, packets: packets,
+                    firstOffset: historyEpoch.map { _ in Int32(round * max(1, packets) + 1) })
+                request.historyEpoch = historyEpoch ?? ""
                 do {
                     _ = try await comet.broadcastRoom(request)
                     ok += 1
