@@ -26,7 +26,9 @@ extension StackTests {
         let webPort = TestServers.freePort()
         let origin = "http://127.0.0.1:\(webPort)"
         var options = Stack.Options()
-        options.logicEnvironment = ["GOIM_HTTPSERVER_CORSORIGINS": origin]
+        // live:// rooms keep history, as in the shipped configs: the page recovers what it missed while away.
+        options.logicEnvironment = ["GOIM_HTTPSERVER_CORSORIGINS": origin, "GOIM_HISTORY_ROOMS": "live:100:10m"]
+        options.jobEnvironment = ["GOIM_HISTORY_ROOMS": "live:100:10m"]
         try await Stack.run(options) { stack in
             // The page is served as scripts/run-local serves it: python's static server, another origin than logic.
             let web = try TestServers.program(
@@ -131,9 +133,31 @@ extension StackTests {
 
         // Another member joins the room: the page's next heartbeat (every second here) shows 2.
         let other = try await Member.connect("other", to: stack.comets[0], webSocket: false, mid: 778, room: "live://1000")
-        defer { Task { await other.close() } }
         try await eventually("the online counter shows 2") {
             try await page.evaluate("document.getElementById('online').textContent") == "2"
         }
+        await other.close()
+
+        // The comet the page talks to dies; five messages are pushed to the room meanwhile; the comet comes back on the
+        // same port, the page reconnects and shows each of the five once, in order, after what it had.
+        let comet = stack.comets[0]
+        await comet.process.kill9()
+        try await eventually("the page sees the comet gone") {
+            try await page.evaluate("document.getElementById('status').dataset.state") == "closed"
+        }
+        let missed = (1...5).map { "missed while away \($0)" }
+        for message in missed { try await stack.push("/goim/push/room?operation=1000&type=live&room=1000", message) }
+        try await comet.process.start()
+        try await eventually("the page reconnects and recovers the five messages", timeout: .seconds(40)) {
+            let text = try await page.evaluate(comments) ?? ""
+            return missed.allSatisfy { text.contains($0) }
+        }
+        try await stack.push("/goim/push/room?operation=1000&type=live&room=1000", "live again")
+        try await eventually("a live message follows") { try await page.evaluate(comments)?.contains("live again") == true }
+        let lines = (try await page.evaluate(comments) ?? "").split(separator: "\n").map(String.init)
+        let shown = lines.compactMap { line in (missed + ["live again"]).first { line.hasSuffix($0) } }
+        #expect(shown == missed + ["live again"], "the page shows \(shown)")
+        #expect(lines.filter { $0.contains("#") }.count >= 7, "room messages show their offsets: \(lines)")
+        #expect(try await page.evaluate("document.getElementById('history').textContent")?.hasPrefix("history ") == true)
     }
 }

@@ -86,6 +86,10 @@ let socket = null;
 let heartbeatTimer = null;
 let seq = 0;
 let retryDelay = 1000;
+// Room history (docs/history.md): the epoch and last offset seen. A reconnect sends them in `recover`, and the comet
+// sends what was pushed to the room meanwhile, then the live messages; an offset already shown is skipped.
+let epoch = '';
+let lastOffset = 0;
 
 function send(op, body) {
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(packet(op, ++seq, body));
@@ -96,7 +100,7 @@ function connect() {
   socket = new WebSocket(wsURL);
   socket.binaryType = 'arraybuffer';
   socket.onopen = () => {
-    const auth = { mid, room_id: `${roomType}://${room}`, platform: 'web', accepts };
+    const auth = { mid, room_id: `${roomType}://${room}`, platform: 'web', accepts, recover: { epoch, offset: lastOffset } };
     send(OP.AUTH, encoder.encode(JSON.stringify(auth)));
   };
   socket.onmessage = (event) => {
@@ -106,6 +110,7 @@ function connect() {
         case OP.AUTH_REPLY:
           retryDelay = 1000;
           setStatus('connected', `connected as mid ${mid}`);
+          standing(body);
           send(OP.HEARTBEAT);  // at once, so the online counter shows without waiting a period
           clearInterval(heartbeatTimer);
           heartbeatTimer = setInterval(() => send(OP.HEARTBEAT), heartbeatSeconds * 1000);
@@ -114,7 +119,13 @@ function connect() {
           if (body.length >= 4) $('online').textContent = new DataView(body.buffer, body.byteOffset, 4).getInt32(0);
           break;
         default:
-          if (op >= 1000) addComment(decoder.decode(body), `${new Date().toLocaleTimeString()} op ${op}`);
+          if (op < 1000) break;
+          // Room messages of a room with history carry their offset in seq; key/mid pushes and broadcasts have 0.
+          if (packetSeq > 0) {
+            if (packetSeq <= lastOffset) break;  // already shown (it came in the recovery and live)
+            lastOffset = packetSeq;
+          }
+          addComment(decoder.decode(body), `${new Date().toLocaleTimeString()} op ${op}${packetSeq > 0 ? ` #${packetSeq}` : ''}`);
       }
     });
   };
@@ -124,6 +135,23 @@ function connect() {
     setTimeout(connect, retryDelay);
     retryDelay = Math.min(retryDelay * 2, 15000);
   };
+}
+
+// The op 8 body of a recovery-aware client: {"room","epoch","offset","recovering","recovered"} (empty from a goim
+// server: then there is no history to recover).
+function standing(body) {
+  if (body.length === 0) return;
+  let reply;
+  try { reply = JSON.parse(decoder.decode(body)); } catch { return; }
+  if (reply.epoch !== epoch) {
+    // Another epoch: the room's history started again (or this is the first connect); its offsets start anew.
+    if (epoch && reply.recovering) addComment('history was lost: messages pushed while disconnected may be missing', '', true);
+    epoch = reply.epoch || '';
+    lastOffset = 0;
+  } else if (reply.recovering && !reply.recovered) {
+    addComment('some messages pushed while disconnected are no longer in the history', '', true);
+  }
+  $('history').textContent = epoch ? `history ${epoch.slice(0, 8)}… at #${reply.offset}` : 'no history';
 }
 
 // ---- sending through the HTTP API ----
