@@ -85,6 +85,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var recoveryRequest: RecoveryRequest?
     /// Where a recovery-aware client is with its room's stream.
     private var stream = StreamPhase.none
+    /// Counts recoveries started: an answer for an earlier one (the client changed rooms meanwhile) only gets its reply.
+    private var recoveryGeneration: UInt32 = 0
 
     enum StreamPhase {
         /// goim's client: room messages with offsets reach it as goim's bytes.
@@ -399,8 +401,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if let recoveryRequest, !reply.roomID.isEmpty {
             // A recovery-aware client: its op 8 says where it stands in the room's history, so it is written once the
             // history read is back (`recovered`); live messages of the room wait for it meanwhile.
-            stream = .recovering(waiting: [])
-            startRecovery(room: reply.roomID, request: recoveryRequest, version: version, sequence: sequence)
+            startRecovery(room: reply.roomID, request: recoveryRequest, replyOperation: .authReply, version: version, sequence: sequence)
         } else {
             // op 8, ver/seq echoed, empty body (goim) unless the client asked for its key. Written after the bucket and
             // room registration (goim wrote it first), so a client that has its op 8 is already counted and reachable;
@@ -456,6 +457,21 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 refreshSession()
             }
         case .changeRoom:
+            if let change = RoomChangeRequest.parse(packet.body.readableBytesView) {
+                // A recovery-aware room change: op 13 says where the new room stands, what was missed follows it.
+                changeRoom(to: change.room)
+                if change.room.isEmpty {
+                    stream = .live(epoch: "", through: 0)
+                    reply(
+                        to: packet, operation: .changeRoomReply,
+                        body: RecoveryReply(key: nil, room: "", epoch: "", offset: 0, recovering: false, recovered: false).body)
+                } else {
+                    startRecovery(
+                        room: change.room, request: change.recover, replyOperation: .changeRoomReply, version: packet.version,
+                        sequence: packet.sequence)
+                }
+                return
+            }
             let target = String(buffer: packet.body)
             changeRoom(to: target)
             reply(to: packet, operation: .changeRoomReply, body: packet.body)
@@ -623,7 +639,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// The client already is a member of the room: whatever reaches the room from now on waits in `stream`, and
     /// whatever reached it before is in the history read (job writes history before any comet sees a message), so
     /// nothing falls between the two.
-    private func startRecovery(room: String, request: RecoveryRequest, version: Int16, sequence: Int32) {
+    private func startRecovery(
+        room: String, request: RecoveryRequest, replyOperation: Operation, version: Int16, sequence: Int32
+    ) {
+        stream = .recovering(waiting: [])
+        recoveryGeneration &+= 1
+        let generation = recoveryGeneration
         let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
         let logic = comet.logic
         let limit = request.wantsRecovery ? Int32(clamping: comet.configuration.history.recoverLimit) : 0
@@ -636,20 +657,37 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 result = .failure(error)
             }
             bound.eventLoop.execute {
-                bound.value.recovered(result, room: room, request: request, version: version, sequence: sequence)
+                bound.value.recovered(
+                    result, room: room, request: request, generation: generation, replyOperation: replyOperation,
+                    version: version, sequence: sequence)
             }
         }
     }
 
-    /// Writes op 8 with where the client stands, then what it missed (one op 9 of packets with offsets), then the
-    /// live runs that waited, without the offsets it just got.
+    /// Writes op 8 (or op 13) with where the client stands, then what it missed (one op 9 of packets with offsets), then
+    /// the live runs that waited, without the offsets it just got. An answer for an earlier recovery (the client
+    /// changed rooms meanwhile) only writes its reply.
     private func recovered(
-        _ result: Result<Swiftgoim_Logic_HistoryReply, any Error>, room id: String, request: RecoveryRequest, version: Int16,
-        sequence: Int32
+        _ result: Result<Swiftgoim_Logic_HistoryReply, any Error>, room id: String, request: RecoveryRequest,
+        generation: UInt32, replyOperation: Operation, version: Int16, sequence: Int32
     ) {
-        guard state == .open, case .recovering(let waiting) = stream else { return }
+        guard state == .open else { return }
+        let current = generation == recoveryGeneration && room?.info.id == id
+        guard current, case .recovering(let waiting) = stream else {
+            nioMayHoldBytes = true
+            output?.writeAndFlush(
+                NIOAny(Wire.packet(
+                    operation: replyOperation, version: version, sequence: sequence,
+                    body: RecoveryReply(
+                        key: replyOperation == .authReply && returnKey ? key : nil, room: id, epoch: "", offset: 0,
+                        recovering: request.wantsRecovery, recovered: false
+                    ).body, transport: transport, allocator: channel.allocator)),
+                promise: nil)
+            return
+        }
         var reply = RecoveryReply(
-            key: returnKey ? key : nil, room: id, epoch: "", offset: 0, recovering: request.wantsRecovery, recovered: false)
+            key: replyOperation == .authReply && returnKey ? key : nil, room: id, epoch: "", offset: 0,
+            recovering: request.wantsRecovery, recovered: false)
         var missed: ByteBuffer?
         switch result {
         case .success(let history) where history.enabled:
@@ -666,7 +704,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 comet.counters.increment(history.complete ? \.recoveries : \.recoveriesIncomplete)
             }
             // This comet may not have passed on any offset of this room yet: start its order after what was read.
-            if !history.epoch.isEmpty, let room, room.info.id == id {
+            if !history.epoch.isEmpty, let room {
                 room.info.sequencer(maxHeld: comet.configuration.history.maxHeld, counters: comet.counters)
                     .start(epoch: history.epoch, after: top)
             }
@@ -681,7 +719,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         nioMayHoldBytes = true
         output?.write(
             NIOAny(Wire.packet(
-                operation: .authReply, version: version, sequence: sequence, body: reply.body, transport: transport,
+                operation: replyOperation, version: version, sequence: sequence, body: reply.body, transport: transport,
                 allocator: channel.allocator)),
             promise: nil)
         if let missed {
@@ -690,10 +728,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             loop.delivered += 1
         }
         output?.flush()
-        // Runs that waited belong to the room the client was in then.
-        if room?.info.id == id {
-            for push in waiting { deliver(push) }
-        }
+        for push in waiting { deliver(push) }
         trace("recovery room:\(id) epoch:\(reply.epoch) offset:\(reply.offset) recovered:\(reply.recovered)")
     }
 

@@ -46,6 +46,29 @@ public struct RecoveryRequest: Sendable, Equatable {
     }
 }
 
+/// A recovery-aware client's room change: op 12 with the JSON body
+/// `{"room":"live://1001","recover":{"epoch":"…","offset":N}}` instead of goim's bare room id. The op 13 reply's body
+/// is then a `RecoveryReply` (not an echo), and what the client missed in that room follows it. goim's clients send a
+/// room id, which is never a JSON object.
+public struct RoomChangeRequest: Sendable, Equatable {
+    public var room: String
+    public var recover: RecoveryRequest
+
+    public init(room: String, recover: RecoveryRequest) {
+        self.room = room
+        self.recover = recover
+    }
+
+    /// Nil unless `body` is a JSON object with a string `room`; a missing or malformed `recover` is a first visit.
+    public static func parse(_ body: some Collection<UInt8>) -> RoomChangeRequest? {
+        guard body.first(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }) == UInt8(ascii: "{") else { return nil }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+            let room = object["room"] as? String
+        else { return nil }
+        return RoomChangeRequest(room: room, recover: RecoveryRequest.parse(body) ?? RecoveryRequest(epoch: "", offset: 0))
+    }
+}
+
 /// The op 8 body a recovery-aware client gets:
 /// `{"key":"…","room":"live://1000","epoch":"…","offset":N,"recovering":true,"recovered":true}`.
 /// `offset` is the room's last offset when the client joined: recovered messages end there, live ones follow it.

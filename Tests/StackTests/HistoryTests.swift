@@ -192,6 +192,44 @@ struct HistoryStackTests {
         }
     }
 
+    @Test("a room change (op 12) with an offset recovers what the client missed in the room it returns to")
+    func roomChangeRecovers() async throws {
+        try await Stack.run(Self.options(comets: 1)) { stack in
+            let comet = stack.comets[0]
+            let aware = try await Member.connect("aware", to: comet, webSocket: true, mid: 1, room: "live://a", recover: ("", 0))
+            let epochA = try Standing(aware).epoch
+            try await stack.push("/goim/push/room?operation=1000&type=live&room=a", "a1")
+            #expect(try await aware.receive("a1").sequence == 1)
+
+            func change(_ body: String) async throws -> [String: Any] {
+                let reply = try await aware.client.request(
+                    Packet(operation: .changeRoom, sequence: 7, body: ByteBuffer(string: body)), replyOperation: .changeRoomReply)
+                #expect(reply.sequence == 7)
+                return try #require(try JSONSerialization.jsonObject(with: Data(reply.body.readableBytesView)) as? [String: Any])
+            }
+            // To live://b for the first time: offsets, nothing to recover.
+            let inB = try await change(#"{"room":"live://b","recover":{}}"#)
+            #expect(inB["room"] as? String == "live://b" && (inB["epoch"] as? String)?.count == 16 && inB["recovering"] as? Bool == false)
+            try await stack.push("/goim/push/room?operation=1000&type=live&room=a", "a2")
+            try await stack.push("/goim/push/room?operation=1000&type=live&room=a", "a3")
+            try await stack.push("/goim/push/room?operation=1000&type=live&room=b", "b1")
+            #expect(try await aware.receive("b1").sequence == 1)
+            #expect(aware.count(of: "a2") == 0)
+            // Back to live://a from offset 1: a2 and a3 first, then live.
+            let backInA = try await change(#"{"room":"live://a","recover":{"epoch":"\#(epochA)","offset":1}}"#)
+            #expect(backInA["recovered"] as? Bool == true && (backInA["offset"] as? NSNumber)?.intValue == 3)
+            try await stack.push("/goim/push/room?operation=1000&type=live&room=a", "a4")
+            try await aware.receive("a4")
+            #expect(Self.stream(aware, prefix: "a").map(\.body) == ["a1", "a2", "a3", "a4"])
+            #expect(Self.stream(aware, prefix: "a").map(\.offset) == [1, 2, 3, 4])
+            // goim's form still echoes the body.
+            let plain = try await aware.client.request(
+                Packet(operation: .changeRoom, sequence: 8, body: ByteBuffer(string: "live://c")), replyOperation: .changeRoomReply)
+            #expect(String(buffer: plain.body) == "live://c")
+            await aware.close()
+        }
+    }
+
     @Test("two logics and two jobs publishing to one room: every client sees the same order, offsets increase")
     func oneOrderWithSeveralLogicsAndJobs() async throws {
         try await Stack.run(Self.options(comets: 2, logics: 2, jobs: 2)) { stack in
