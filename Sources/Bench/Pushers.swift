@@ -62,14 +62,20 @@ final class HTTPPoster: Sendable {
     private let channel: any Channel
     private let handler: NIOLoopBound<ResponseHandler>
     let host: String
+    /// Sent as `Authorization: Bearer <token>` (logic's `httpServer.pushToken`) when not empty.
+    let token: String
 
-    private init(channel: any Channel, handler: NIOLoopBound<ResponseHandler>, host: String) {
+    private init(channel: any Channel, handler: NIOLoopBound<ResponseHandler>, host: String, token: String) {
         self.channel = channel
         self.handler = handler
         self.host = host
+        self.token = token
     }
 
-    static func connect(host: String, port: Int, group: any EventLoopGroup) async throws -> HTTPPoster {
+    static func connect(
+        host: String, port: Int, group: any EventLoopGroup,
+        token: String = ProcessInfo.processInfo.environment["GOIM_PUSH_TOKEN"] ?? ""
+    ) async throws -> HTTPPoster {
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -79,13 +85,14 @@ final class HTTPPoster: Sendable {
         let handler = try await channel.eventLoop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ResponseHandler.self), eventLoop: channel.eventLoop)
         }.get()
-        return HTTPPoster(channel: channel, handler: handler, host: "\(host):\(port)")
+        return HTTPPoster(channel: channel, handler: handler, host: "\(host):\(port)", token: token)
     }
 
     /// POSTs `body` to `path` (with query); returns status and body text.
     func post(_ path: String, body: [UInt8]) async throws -> (status: Int, body: String) {
         let promise = channel.eventLoop.makePromise(of: (Int, String).self)
         let host = self.host
+        let token = self.token
         let handler = self.handler
         channel.eventLoop.execute {
             handler.value.waiting.append(promise)
@@ -93,6 +100,7 @@ final class HTTPPoster: Sendable {
             head.headers.add(name: "Host", value: host)
             head.headers.add(name: "Content-Type", value: "application/octet-stream")
             head.headers.add(name: "Content-Length", value: "\(body.count)")
+            if !token.isEmpty { head.headers.add(name: "Authorization", value: "Bearer \(token)") }
             let context = handler.value.context!
             context.write(NIOAny(HTTPClientRequestPart.head(head)), promise: nil)
             context.write(NIOAny(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
