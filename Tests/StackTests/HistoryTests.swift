@@ -192,6 +192,38 @@ struct HistoryStackTests {
         }
     }
 
+    @Test("Redis down: room messages still go out live (without offsets), and the history that comes back is a new epoch")
+    func historyStoreDown() async throws {
+        try await Stack.run(Self.options(comets: 1)) { stack in
+            let comet = stack.comets[0]
+            let witness = try await Member.connect("witness", to: comet, webSocket: false, mid: 9, room: "live://down")
+            let aware = try await Member.connect("aware", to: comet, webSocket: false, mid: 1, room: "live://down", recover: ("", 0))
+            let epoch = try Standing(aware).epoch
+            try await stack.push("/goim/push/room?operation=1000&type=live&room=down", "before")
+            #expect(try await aware.receive("before").sequence == 1)
+
+            await stack.redis.stop()
+            for index in 1...3 { try await stack.push("/goim/push/room?operation=1000&type=live&room=down", "during\(index)") }
+            try await witness.receiveAll(["during1", "during2", "during3"])
+            try await aware.receiveAll(["during1", "during2", "during3"])
+            // Not in history: no offset (a client cannot take them for recoverable).
+            #expect(Self.stream(aware, prefix: "during").allSatisfy { $0.offset == 0 })
+
+            try await stack.redis.start()
+            try await eventually("a room message has an offset again", timeout: .seconds(30)) {
+                try await stack.push("/goim/push/room?operation=1000&type=live&room=down", "after")
+                return aware.pushes.contains { $0.body == "after" && $0.sequence > 0 }
+            }
+            // The history restarted: a client with the old epoch is told it cannot recover everything.
+            let again = try await Member.connect("aware-2", to: comet, webSocket: false, mid: 1, room: "live://down", recover: (epoch, 1))
+            let standing = try Standing(again)
+            #expect(standing.epoch != epoch && standing.recovering && !standing.recovered)
+            await again.close()
+            await aware.close()
+            await witness.close()
+        }
+    }
+
     @Test("a room change (op 12) with an offset recovers what the client missed in the room it returns to")
     func roomChangeRecovers() async throws {
         try await Stack.run(Self.options(comets: 1)) { stack in
