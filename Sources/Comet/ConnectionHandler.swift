@@ -474,6 +474,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             let target = String(buffer: packet.body)
             changeRoom(to: target)
+            // goim's form while a recovery is in flight: what waited was the old room's; the new one has no offset to
+            // start from (the recovery's answer only writes its reply).
+            if case .recovering = stream { stream = .live(epoch: "", through: 0) }
             reply(to: packet, operation: .changeRoomReply, body: packet.body)
         case .sub:
             if let ops = WatchOps.parse(packet.body) {
