@@ -165,7 +165,7 @@ let targets: [Target] = [
     .testTarget(
         name: "LogicTests",
         dependencies: [
-            "Logic", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", "NATS", "RPCAuth", "ServiceRuntime", "TestSupport",
+            "Logic", "History", "GoIMProtocol", "GoIMRPC", "GoIMConfig", "Registry", "Redis", "NATS", "RPCAuth", "ServiceRuntime", "TestSupport",
             nio, nioPosix, grpcCore, grpcHTTP2,
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),

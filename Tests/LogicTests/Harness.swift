@@ -168,6 +168,13 @@ final class LogicHarness: Sendable {
         try await withPlainClient { try await body(Swiftgoim_Logic_Session.Client(wrapping: $0)) }
     }
 
+    /// A client of swift-goim's `swiftgoim.logic.History`.
+    func withHistoryClient<T: Sendable>(
+        _ body: (Swiftgoim_Logic_History.Client<HTTP2ClientTransport.Posix>) async throws -> T
+    ) async throws -> T {
+        try await withPlainClient { try await body(Swiftgoim_Logic_History.Client(wrapping: $0)) }
+    }
+
     /// A client of swift-goim's `swiftgoim.logic.LogicBatch`.
     func withBatchClient<T: Sendable>(
         _ body: (Swiftgoim_Logic_LogicBatch.Client<HTTP2ClientTransport.Posix>) async throws -> T
