@@ -49,6 +49,11 @@ struct HistoryStackTests {
         member.pushes.filter { $0.body.hasPrefix(prefix) }.map { ($0.sequence, $0.body) }
     }
 
+    /// The bodies of `GET /goim/history/room`'s messages (base64 on the wire), in order.
+    static func bodies(_ messages: [[String: Any]]) -> [String] {
+        messages.compactMap { ($0["body"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } }
+    }
+
     /// Offsets `from...to` each exactly once, in order.
     static func expectConsecutive(_ offsets: [Int32], from: Int32, to: Int32, _ who: String) {
         #expect(offsets == Array(from...to), "\(who): offsets \(offsets.prefix(20))… (\(offsets.count)), expected \(from)...\(to)")
@@ -93,7 +98,7 @@ struct HistoryStackTests {
             #expect(data["complete"] as? Bool == true && (data["top"] as? Int) == 115)
             let messages = try #require(data["messages"] as? [[String: Any]])
             #expect(messages.compactMap { $0["offset"] as? Int } == [114, 115])
-            #expect(messages.compactMap { ($0["body"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } } == ["m114", "m115"])
+            #expect(Self.bodies(messages) == ["m114", "m115"])
             let none = try await stack.get("/goim/history/room?type=nohistory&room=r1")
             #expect(none.code == -400 && none.body.contains("keep no history"))
             let bad = try await stack.get("/goim/history/room?type=live&room=r1&since=-1")
@@ -152,7 +157,7 @@ struct HistoryStackTests {
             // The order the client saw is the history's order.
             let reply = try await stack.get("/goim/history/room?type=live&room=busy&limit=1000")
             let messages = try #require((reply.json?["data"] as? [String: Any])?["messages"] as? [[String: Any]])
-            let stored = messages.compactMap { ($0["body"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } }
+            let stored = Self.bodies(messages)
             #expect(stored == all.map(\.body))
         }
     }
@@ -295,7 +300,7 @@ struct HistoryStackTests {
             // The history holds the same order.
             let reply = try await stack.get("/goim/history/room?type=live&room=order&limit=1000")
             let messages = try #require((reply.json?["data"] as? [String: Any])?["messages"] as? [[String: Any]])
-            let bodies = messages.compactMap { ($0["body"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } }
+            let bodies = Self.bodies(messages)
             #expect(bodies == orders[0])
             // What the comets had to put back in order (printed: how often two jobs crossed depends on timing).
             for comet in stack.comets {
