@@ -1,3 +1,4 @@
+import Foundation
 import GoIMClient
 import GoIMProtocol
 import NIOCore
@@ -21,6 +22,11 @@ final class CheckedFleet: Sendable {
         let receipts = Mutex<[Int: (first: ContinuousClock.Instant, count: Int)]>([:])
         /// Lost its connection during the run (its comet died) and connected again elsewhere.
         let reconnected = Atomic<Bool>(false)
+        /// A recovery-aware client: its room's history epoch (from op 8) and the last offset it received.
+        let epoch = Mutex<String>("")
+        let lastOffset = Atomic<Int32>(0)
+        /// The op 8 bodies it got, in order (what a failed check prints).
+        let standings = Mutex<[String]>([])
 
         init(index: Int, mid: Int64, room: String, webSocket: Bool) {
             self.index = index
@@ -33,6 +39,10 @@ final class CheckedFleet: Sendable {
             guard packet.packet.operation.rawValue == CheckedFleet.operation else { return }
             let body = String(buffer: packet.packet.body)
             guard body.hasPrefix("f"), let id = Int(body.dropFirst()) else { return }
+            if packet.packet.sequence > 0 {
+                // Room messages come in offset order: the last one is the highest.
+                lastOffset.store(packet.packet.sequence, ordering: .relaxed)
+            }
             let now = ContinuousClock.now
             receipts.withLock { receipts in
                 if let known = receipts[id] {
@@ -48,9 +58,12 @@ final class CheckedFleet: Sendable {
 
     let clients: [Client]
     let rooms: [String]
+    /// Clients send `recover` with their epoch and last offset (docs/history.md), and so reconnect without a gap.
+    let recovering: Bool
 
     /// `count` clients over `rooms` rooms, every fourth one on WebSocket, mids `firstMid...`.
-    init(count: Int, rooms: Int, firstMid: Int64 = 50_000) {
+    init(count: Int, rooms: Int, firstMid: Int64 = 50_000, recovering: Bool = false) {
+        self.recovering = recovering
         self.rooms = (0..<rooms).map { "live://fault-\($0)" }
         clients = (0..<count).map { index in
             Client(index: index, mid: firstMid + Int64(index), room: "live://fault-\(index % rooms)", webSocket: index % 4 == 3)
@@ -74,8 +87,23 @@ final class CheckedFleet: Sendable {
             delivery: .handler { packet in client.record(packet) })
         do {
             // The server picks the key (as goim's own clients let it).
-            let reply = try await connection.auth(
-                AuthBody(mid: client.mid, key: "", roomID: client.room, platform: "fault", accepts: [Self.operation]))
+            let reply: Packet
+            if recovering {
+                let recover: [String: Any] = [
+                    "epoch": client.epoch.withLock { $0 }, "offset": Int(client.lastOffset.load(ordering: .relaxed)),
+                ]
+                let body: [String: Any] = [
+                    "mid": client.mid, "key": "", "room_id": client.room, "platform": "fault", "accepts": [Self.operation],
+                    "recover": recover,
+                ]
+                reply = try await connection.auth(token: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+                client.standings.withLock { $0.append("sent \(recover["offset"]!) → " + String(buffer: reply.body)) }
+                let standing = try JSONSerialization.jsonObject(with: Data(reply.body.readableBytesView)) as? [String: Any]
+                client.epoch.withLock { $0 = standing?["epoch"] as? String ?? "" }
+            } else {
+                reply = try await connection.auth(
+                    AuthBody(mid: client.mid, key: "", roomID: client.room, platform: "fault", accepts: [Self.operation]))
+            }
             guard reply.operation == .authReply else { throw StackTestError("client \(client.index): no op 8") }
         } catch {
             await connection.close()

@@ -7,8 +7,9 @@ import Synchronization
 /// - delivered / lost: of those, received at least once / never;
 /// - duplicates: receipts beyond the first, on clients that stayed connected;
 /// - reconnected clients (their comet died) are counted apart: what they missed is not a loss of an acknowledged
-///   push to a connected client, and goim has no history to replay it (issue 17); so are clients a scenario puts
-///   apart (those of a stuck comet);
+///   push to a connected client; with room history a recovering client gets its room's pushes back (counted
+///   separately), mids pushes and broadcasts sent while it was away are in no history; clients a scenario puts
+///   apart (those of a stuck comet) count here too;
 /// - excluded: pushes the scenario says may miss (e.g. mids pushes while Redis lost the sessions), counted apart;
 /// - recovery: the longest an acknowledged push sent after the fault waited for its last delivery.
 struct DeliveryReport: Sendable, CustomStringConvertible {
@@ -24,6 +25,11 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
     var reconnectedClients = 0
     var reconnectedExpected = 0
     var reconnectedDelivered = 0
+    /// Of those, the room pushes (what room history lets a reconnecting client recover) and their extra receipts.
+    var reconnectedRoomExpected = 0
+    var reconnectedRoomDelivered = 0
+    var reconnectedRoomDuplicates = 0
+    var reconnectedRoomMissing: [String] = []
     var excludedExpected = 0
     var excludedDelivered = 0
     var recovery: Duration = .zero
@@ -57,6 +63,18 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
                 if reconnected[client] {
                     reconnectedExpected += 1
                     if receipt != nil { reconnectedDelivered += 1 }
+                    if case .room = record.target {
+                        reconnectedRoomExpected += 1
+                        if let receipt {
+                            reconnectedRoomDelivered += 1
+                            reconnectedRoomDuplicates += receipt.count - 1
+                        } else if reconnectedRoomMissing.count < 10 {
+                            let sentAfterFault = record.sentAt >= faultAt ? "after" : "before"
+                            reconnectedRoomMissing.append(
+                                "f\(record.id) (\(record.target), sent \(sentAfterFault) the fault) to client \(client) "
+                                    + "\(fleet.clients[client].standings.withLock { $0 })")
+                        }
+                    }
                     continue
                 }
                 if let receipt, receipt.count > 1 {
@@ -88,12 +106,16 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
         var text = """
             [\(scenario)] pushes \(pushesSent): acknowledged \(acknowledged), not acknowledged \(notAcknowledged), retried \(retried); \
             deliveries to clients that stayed connected: expected \(expected), delivered \(delivered), lost \(lost), \
-            duplicates \(duplicates); reconnected clients \(reconnectedClients) (got \(reconnectedDelivered) of \(reconnectedExpected)); \
+            duplicates \(duplicates); reconnected clients \(reconnectedClients) (got \(reconnectedDelivered) of \(reconnectedExpected); \
+            room pushes \(reconnectedRoomDelivered) of \(reconnectedRoomExpected), \(reconnectedRoomDuplicates) twice); \
             time to recover \(Self.format(recovery))
             """
         if excludedExpected > 0 { text += "; excluded window: \(excludedDelivered) of \(excludedExpected) delivered" }
         if !notes.isEmpty { text += "; " + notes.joined(separator: "; ") }
         if !lostExamples.isEmpty { text += "\n  lost, e.g.: " + lostExamples.joined(separator: ", ") }
+        if !reconnectedRoomMissing.isEmpty {
+            text += "\n  room pushes a reconnected client missed, e.g.: " + reconnectedRoomMissing.joined(separator: "; ")
+        }
         if !duplicated.isEmpty { text += "\n  duplicated pushes: " + duplicated.sorted().prefix(20).map { "f\($0)" }.joined(separator: ", ") }
         return text
     }
@@ -101,7 +123,10 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
     /// One row of docs/reliability.md's table.
     var markdownRow: String {
         let excluded = excludedExpected > 0 ? "\(excludedDelivered) / \(excludedExpected)" : "–"
-        let reconnected = reconnectedClients > 0 ? "\(reconnectedClients) clients, \(reconnectedDelivered) / \(reconnectedExpected)" : "–"
+        let reconnected =
+            reconnectedClients > 0
+            ? "\(reconnectedClients) clients, \(reconnectedDelivered) / \(reconnectedExpected) (room: \(reconnectedRoomDelivered) / \(reconnectedRoomExpected))"
+            : "–"
         return "| \(scenario) | \(acknowledged) | \(notAcknowledged) | \(expected) | \(delivered) | \(lost) | \(duplicates) | \(reconnected) | \(excluded) | \(Self.format(recovery)) | \(notes.joined(separator: "; ")) |"
     }
 

@@ -22,7 +22,7 @@ enum FaultScale {
 struct FaultScenarioTests {
     /// Runs one scenario and returns its report (also printed, and appended to `GOIM_FAULT_REPORT`).
     static func scenario(
-        _ name: String, options: Stack.Options = Stack.Options(), heartbeat: Duration? = nil,
+        _ name: String, options: Stack.Options = Stack.Options(), heartbeat: Duration? = nil, recovering: Bool = false,
         apart: @escaping @Sendable (CheckedFleet) -> Set<Int> = { _ in [] },
         excluded: @escaping @Sendable (Pusher.Record, ContinuousClock.Instant) -> Bool = { _, _ in false },
         measure: @escaping @Sendable (CheckedFleet, ContinuousClock.Instant) -> [String] = { _, _ in [] },
@@ -32,7 +32,7 @@ struct FaultScenarioTests {
         options.comets = max(options.comets, 2)
         var result: DeliveryReport?
         try await Stack.run(options) { stack in
-            let fleet = CheckedFleet(count: FaultScale.clients, rooms: 4)
+            let fleet = CheckedFleet(count: FaultScale.clients, rooms: 4, recovering: recovering)
             try await fleet.connect(to: stack.comets)
             defer { Task { await fleet.closeAll() } }
             try await eventually("logic counts every client online", timeout: .seconds(30)) {
@@ -57,7 +57,9 @@ struct FaultScenarioTests {
                 }
             }
             try? await eventually("every acknowledged push reaches every client that stayed connected", timeout: .seconds(30)) {
-                report().lost == 0
+                let current = report()
+                // Recovering clients get their room's pushes too (they may arrive after those of other rooms).
+                return current.lost == 0 && (!recovering || current.reconnectedRoomDelivered == current.reconnectedRoomExpected)
             }
             var final = report()
             final.notes = notes + measure(fleet, faultAt)
@@ -112,6 +114,29 @@ struct FaultScenarioTests {
         }
         #expect(report.lost == 0, "\(report)")
         #expect(report.reconnectedClients == FaultScale.clients / 2)
+    }
+
+    @Test("with room history, a comet killed with SIGKILL: its clients reconnect with their offsets and recover every room push, once")
+    func cometKilledWithHistory() async throws {
+        var options = Stack.Options()
+        options.logicEnvironment = ["GOIM_HISTORY_ROOMS": "live:10000:10m"]
+        options.jobEnvironment = ["GOIM_HISTORY_ROOMS": "live:10000:10m"]
+        let report = try await Self.scenario(
+            "comet killed (-9), room history on, its clients recover", options: options, recovering: true
+        ) { stack, fleet in
+            let dead = stack.comets[1]
+            await dead.process.kill9()
+            let orphans = fleet.clients.filter { $0.comet.withLock { $0 } == dead.name }
+            try await eventually("\(dead.name)'s clients see the close") { orphans.allSatisfy { !$0.isConnected } }
+            let moved = try await fleet.reconnectLost(to: [stack.comets[0]])
+            return ["\(moved) clients moved to \(stack.comets[0].name) with their offsets"]
+        }
+        #expect(report.lost == 0, "\(report)")
+        #expect(report.reconnectedClients == FaultScale.clients / 2)
+        // Room pushes: every one, once. Mids pushes and broadcasts sent while they were away are not in any history.
+        #expect(report.reconnectedRoomExpected > 0)
+        #expect(report.reconnectedRoomDelivered == report.reconnectedRoomExpected, "\(report)")
+        #expect(report.reconnectedRoomDuplicates == 0, "\(report)")
     }
 
     @Test("a logic killed with SIGKILL: the pusher retries on the other with the same Idempotency-Key, no duplicates")
