@@ -159,5 +159,56 @@ extension StackTests {
         #expect(shown == missed + ["live again"], "the page shows \(shown)")
         #expect(lines.filter { $0.contains("#") }.count >= 7, "room messages show their offsets: \(lines)")
         #expect(try await page.evaluate("document.getElementById('history').textContent")?.hasPrefix("history ") == true)
+
+        try await Self.checkClientLibrary(page)
+    }
+
+    /// clients/js/goim.js on its own, in the page: packets, the backoff's bounds, and a dead connection noticed within
+    /// one heartbeat interval (a fake WebSocket that answers op 7 and never op 2).
+    static func checkClientLibrary(_ page: DevToolsPage) async throws {
+        let script = #"""
+            import('./goim.js').then(async (m) => {
+              const results = {};
+              const packet = m.decodePackets(m.encodePacket(1000, 7, 'hi'))[0];
+              results.packet = packet.operation === 1000 && packet.sequence === 7 && new TextDecoder().decode(packet.body) === 'hi';
+              const bounds = { base: 500, max: 15000 };
+              results.backoff = m.backoffDelay(0, bounds, () => 0.999) < 500 && m.backoffDelay(0, bounds, () => 0) === 0
+                && m.backoffDelay(3, bounds, () => 0.5) === 2000 && m.backoffDelay(20, bounds, () => 0.999) >= 14900
+                && m.backoffDelay(20, bounds, () => 0.999) < 15000;
+              class SilentComet {
+                constructor() { this.readyState = 0; setTimeout(() => { this.readyState = 1; this.onopen(); }, 10); }
+                send(data) {
+                  const [sent] = m.decodePackets(data);
+                  if (sent.operation === m.Op.AUTH) {
+                    setTimeout(() => this.onmessage({ data: m.encodePacket(m.Op.AUTH_REPLY, sent.sequence) }), 10);
+                  }
+                }
+                close() { this.readyState = 3; }
+              }
+              const client = new m.GoIMClient('ws://silent.invalid/sub', { heartbeat: 1, WebSocket: SilentComet, backoff: { base: 60000 } });
+              const states = [];
+              const started = performance.now();
+              const lost = new Promise((resolve) => client.addEventListener('state', ({ detail }) => {
+                states.push(detail.state);
+                if (detail.state === 'disconnected') resolve(detail.reason);
+              }));
+              client.connect();
+              results.reason = await lost;
+              results.detectedWithin = Math.round(performance.now() - started);
+              client.close();
+              results.states = states.join(',');
+              return JSON.stringify(results);
+            })
+            """#
+        let text = try #require(try await page.evaluate(script))
+        let results = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        #expect(results["packet"] as? Bool == true, "\(results)")
+        #expect(results["backoff"] as? Bool == true, "\(results)")
+        #expect(results["reason"] as? String == "missed heartbeat reply", "\(results)")
+        // Heartbeat at connect and after 1 s; the unanswered first is noticed at the second tick: within 1 interval
+        // after the connection's first heartbeat (plus scheduling slack on a loaded machine).
+        let detected = try #require(results["detectedWithin"] as? Int)
+        #expect(detected >= 900 && detected < 5000, "\(results)")
+        #expect(results["states"] as? String == "connecting,connected,disconnected,closed", "\(results)")
     }
 }
