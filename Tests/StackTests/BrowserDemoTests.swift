@@ -197,6 +197,44 @@ extension StackTests {
               results.detectedWithin = Math.round(performance.now() - started);
               client.close();
               results.states = states.join(',');
+
+              // Coming back to a room recovers from where the client left it; messages that arrive before op 13 still
+              // count for the old room. A fake comet answers op 12 with the standing of the room asked for.
+              const changes = [];
+              class RoomComet {
+                constructor() { this.readyState = 0; setTimeout(() => { this.readyState = 1; this.onopen(); }, 5); }
+                later(op, seq, body, delay) { setTimeout(() => this.onmessage({ data: m.encodePacket(op, seq, body) }), delay); }
+                send(data) {
+                  const [p] = m.decodePackets(data);
+                  const text = new TextDecoder().decode(p.body);
+                  if (p.operation === m.Op.AUTH) {
+                    this.later(m.Op.AUTH_REPLY, p.sequence, JSON.stringify({ room: 'live://a', epoch: 'ea', offset: 0, recovering: false, recovered: false }), 1);
+                    this.later(1000, 1, 'a1', 2);
+                    this.later(1000, 2, 'a2', 3);
+                  } else if (p.operation === m.Op.CHANGE_ROOM) {
+                    const change = JSON.parse(text);
+                    changes.push(change);
+                    const a = change.room === 'live://a';
+                    if (!a) this.later(1000, 3, 'a3 in flight', 1);  // live://a's, sent before the comet saw op 12
+                    this.later(m.Op.CHANGE_ROOM_REPLY, p.sequence, JSON.stringify({ room: change.room, epoch: a ? 'ea' : 'eb', offset: a ? 5 : 0, recovering: !!change.recover.epoch, recovered: true }), 2);
+                    if (a) { this.later(1000, 4, 'a4', 3); this.later(1000, 5, 'a5', 4); }
+                  }
+                }
+                close() { this.readyState = 3; }
+              }
+              const roomClient = new m.GoIMClient('ws://rooms.invalid/sub', { auth: { mid: 1, room_id: 'live://a' }, heartbeat: 60, WebSocket: RoomComet });
+              const got = [];
+              roomClient.addEventListener('message', ({ detail }) => got.push(`${detail.text()}@${detail.offset}`));
+              const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+              roomClient.connect();
+              await pause(50);
+              roomClient.changeRoom('live://b');
+              await pause(50);
+              roomClient.changeRoom('live://a');
+              await pause(50);
+              roomClient.close();
+              results.roomMessages = got.join(',');
+              results.comeBack = JSON.stringify(changes[1]?.recover);
               return JSON.stringify(results);
             })
             """#
@@ -210,5 +248,7 @@ extension StackTests {
         let detected = try #require(results["detectedWithin"] as? Int)
         #expect(detected >= 900 && detected < 5000, "\(results)")
         #expect(results["states"] as? String == "connecting,connected,disconnected,closed", "\(results)")
+        #expect(results["roomMessages"] as? String == "a1@1,a2@2,a3 in flight@3,a4@4,a5@5", "\(results)")
+        #expect(results["comeBack"] as? String == #"{"epoch":"ea","offset":3}"#, "\(results)")
     }
 }

@@ -93,6 +93,9 @@ export class GoIMClient extends EventTarget {
     this.epoch = '';
     this.lastOffset = 0;
     this.room = this.auth.room_id ?? '';
+    // Where each room left off (epoch, offset), so that coming back to a room recovers what it missed meanwhile.
+    this._positions = new Map();
+    this._changing = null;
     this._socket = null;
     this._urlIndex = 0;
     this._attempt = 0;
@@ -127,13 +130,17 @@ export class GoIMClient extends EventTarget {
     return this._write(operation, body);
   }
 
-  /** Changes room (op 12). With recovery, the reply says where the new room stands (a `standing` event). */
+  /**
+   * Changes room (op 12). With recovery, the reply says where the new room stands (a `standing` event), and coming
+   * back to a room this client was in gets what was pushed to it meanwhile (as long as its history holds it).
+   */
   changeRoom(room) {
-    this.room = room;
-    this.epoch = '';
-    this.lastOffset = 0;
-    const body = this.recover ? JSON.stringify({ room, recover: {} }) : room;
-    return this._write(Op.CHANGE_ROOM, body);
+    const position = this._positions.get(room) ?? { epoch: '', offset: 0 };
+    const body = this.recover ? JSON.stringify({ room, recover: position }) : room;
+    if (!this._write(Op.CHANGE_ROOM, body)) return false;
+    // Messages that arrive before op 13 still belong to the old room: the switch happens at the reply.
+    this._changing = { room, position };
+    return true;
   }
 
   /** Adds operations to the watch set (op 14). */
@@ -149,6 +156,7 @@ export class GoIMClient extends EventTarget {
 
   _open() {
     this._retryTimer = null;
+    this._changing = null;  // a change without its reply died with the connection: the auth names the room we are in
     const url = this.urls[this._urlIndex % this.urls.length];
     this._setState(this._attempt === 0 ? 'connecting' : 'reconnecting');
     let socket;
@@ -192,6 +200,11 @@ export class GoIMClient extends EventTarget {
         }
         break;
       case Op.CHANGE_ROOM_REPLY:
+        if (this._changing) {
+          if (this.room) this._positions.set(this.room, { epoch: this.epoch, offset: this.lastOffset });
+          ({ room: this.room, position: { epoch: this.epoch, offset: this.lastOffset } } = this._changing);
+          this._changing = null;
+        }
         if (packet.body[0] === 0x7b /* { */) this._standing(packet.body);
         this._emit('reply', { operation: packet.operation, body: packet.body });
         break;
