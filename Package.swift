@@ -11,6 +11,7 @@ import PackageDescription
 //   ServiceRuntime   what every service process is built from: a gRPC server as a Service, one ServiceGroup per process
 //   RPCAuth          the shared secret of the internal gRPC ports: server and client interceptors
 //   Registry         the cluster registry (comets in Redis with a TTL) that logic and job read
+//   Telemetry        Prometheus metrics (swift-metrics + swift-prometheus), health probes, the monitor HTTP port
 //   History          bounded room (and user) history in Redis: offsets, epochs, the reads recovery is made of
 //   LogicClient      comet's client of logic: the gRPC calls and the batcher of Connect/Disconnect
 //   Comet            connection serving: transports, channels, buckets/rooms, fan-out, the goim.comet.Comet service
@@ -63,6 +64,15 @@ let targets: [Target] = [
     ),
     .target(name: "TestSupport", dependencies: ["Primitives"]),
     .target(
+        name: "Telemetry",
+        dependencies: [
+            "Primitives", nio, logging, lifecycle, grpcCore,
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]
+    ),
+    .target(
         name: "TestLogic",
         dependencies: ["GoIMProtocol", "GoIMRPC", grpcCore],
         path: "Tests/TestLogic"
@@ -77,7 +87,7 @@ let targets: [Target] = [
         ]
     ),
     .target(name: "RPCAuth", dependencies: ["Primitives", grpcCore, logging]),
-    .target(name: "Registry", dependencies: ["Redis", "GoIMConfig", nio, logging, lifecycle]),
+    .target(name: "Registry", dependencies: ["Redis", "GoIMConfig", "Primitives", nio, logging, lifecycle]),
     .target(name: "History", dependencies: ["Redis", "GoIMConfig", nio]),
     .target(
         name: "LogicClient",
@@ -87,7 +97,7 @@ let targets: [Target] = [
         name: "Comet",
         dependencies: [
             "GoIMProtocol", "GoIMRPC", "GoIMConfig", "LogicClient", "Primitives", "RPCAuth", "Registry", "Redis", "ServiceRuntime",
-            nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
+            "Telemetry", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -98,8 +108,8 @@ let targets: [Target] = [
     .target(
         name: "Logic",
         dependencies: [
-            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "History", "Primitives", "RPCAuth", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
-            nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
+            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "History", "Primitives", "RPCAuth", "Registry", "Redis", "NATS", "ServiceRuntime",
+            "Telemetry", nio, nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "JWTKit", package: "jwt-kit"),
         ]
@@ -107,12 +117,19 @@ let targets: [Target] = [
     .target(
         name: "Job",
         dependencies: [
-            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "History", "Primitives", "RPCAuth", "Registry", "Redis", "NATS", "ServiceRuntime", nio,
+            "GoIMProtocol", "GoIMRPC", "GoIMConfig", "History", "Primitives", "RPCAuth", "Registry", "Redis", "NATS", "ServiceRuntime",
+            "Telemetry", nio,
             nioPosix, logging, lifecycle, grpcCore, grpcHTTP2,
         ]
     ),
-    .executableTarget(name: "CometMain", dependencies: ["Comet", "GoIMConfig", "ServiceRuntime", argumentParser, logging]),
-    .executableTarget(name: "LogicMain", dependencies: ["Logic", "GoIMConfig", "ServiceRuntime", argumentParser, logging]),
+    .executableTarget(
+        name: "CometMain",
+        dependencies: ["Comet", "GoIMConfig", "ServiceRuntime", "Telemetry", argumentParser, logging, .product(name: "Metrics", package: "swift-metrics")]
+    ),
+    .executableTarget(
+        name: "LogicMain",
+        dependencies: ["Logic", "GoIMConfig", "ServiceRuntime", "Telemetry", argumentParser, logging, .product(name: "Metrics", package: "swift-metrics")]
+    ),
     .executableTarget(
         name: "Bench",
         dependencies: [
@@ -123,7 +140,10 @@ let targets: [Target] = [
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]
     ),
-    .executableTarget(name: "JobMain", dependencies: ["Job", "GoIMConfig", "ServiceRuntime", argumentParser, logging]),
+    .executableTarget(
+        name: "JobMain",
+        dependencies: ["Job", "GoIMConfig", "ServiceRuntime", "Telemetry", argumentParser, logging, .product(name: "Metrics", package: "swift-metrics")]
+    ),
 
     .testTarget(
         name: "GoIMProtocolTests",
@@ -134,6 +154,10 @@ let targets: [Target] = [
         dependencies: ["GoIMRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
     ),
     .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
+    .testTarget(
+        name: "TelemetryTests",
+        dependencies: ["Telemetry", .product(name: "HummingbirdTesting", package: "hummingbird")]
+    ),
     .testTarget(name: "RPCAuthTests", dependencies: ["RPCAuth", "GoIMRPC", grpcCore, grpcHTTP2, logging]),
     .testTarget(
         name: "ServiceRuntimeTests",
@@ -243,6 +267,8 @@ let package = Package(
         // Ed25519 for the NKeys and JWTs of NATSTests' operator-mode test (jwt-kit depends on it already).
         .package(url: "https://github.com/apple/swift-crypto.git", "4.1.0"..<"6.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: targets,
     swiftLanguageModes: [.v6]

@@ -40,6 +40,10 @@ final class Counters: Sendable {
     let recoveries = ManagedAtomic<Int>(0)
     let recoveriesIncomplete = ManagedAtomic<Int>(0)
     let recoveryFailures = ManagedAtomic<Int>(0)
+    /// Push RPCs received (`PushMsg`, `Broadcast`, `BroadcastRoom`): one per call, whatever the number of recipients.
+    let rpcPushMsg = ManagedAtomic<Int>(0)
+    let rpcBroadcast = ManagedAtomic<Int>(0)
+    let rpcBroadcastRoom = ManagedAtomic<Int>(0)
     /// `ConnectionHandler` objects alive (a leak check: it falls back to 0 once every client is gone).
     let liveHandlers = ManagedAtomic<Int>(0)
 
@@ -510,19 +514,8 @@ final class Comet: Sendable {
     }
 
     func statistics() async -> CometStatistics {
-        var open = 0
-        var delivered = 0
-        var dropped = 0
-        for box in loops {
-            if let (o, d, x) = try? await box.eventLoop.submit({
-                let state = box.value
-                return (state.connections.count, state.delivered, state.dropped)
-            }).get() {
-                open += o
-                delivered += d
-                dropped += x
-            }
-        }
+        let totals = await loopTotals()
+        let (open, delivered, dropped) = (totals.open.reduce(0, +), totals.delivered, totals.dropped)
         let c = counters
         return CometStatistics(
             connections: buckets.count, distinctIPs: ips.distinctCount, openConnections: open,
@@ -547,5 +540,45 @@ final class Comet: Sendable {
             gapFills: c.gapFills.load(ordering: .relaxed), recoveries: c.recoveries.load(ordering: .relaxed),
             recoveriesIncomplete: c.recoveriesIncomplete.load(ordering: .relaxed),
             recoveryFailures: c.recoveryFailures.load(ordering: .relaxed))
+    }
+
+    /// The per-loop counters summed over every event loop (one hop to each).
+    func loopTotals() async -> LoopTotals {
+        var totals = LoopTotals()
+        for box in loops {
+            if let loop = try? await box.eventLoop.submit({
+                let state = box.value
+                return LoopTotals(
+                    open: state.open, authenticated: state.authenticated, closed: state.closed, delivered: state.delivered,
+                    dropped: state.dropped, directWrites: state.directWrites, bytesWritten: state.bytesWritten)
+            }).get() {
+                totals.add(loop)
+            }
+        }
+        return totals
+    }
+}
+
+/// `LoopState`'s counters, of one loop or summed.
+struct LoopTotals: Sendable {
+    /// By `TransportKind.rawValue`.
+    var open = [0, 0]
+    var authenticated = [0, 0]
+    var closed = 0
+    var delivered = 0
+    var dropped = 0
+    var directWrites = 0
+    var bytesWritten = 0
+
+    mutating func add(_ other: LoopTotals) {
+        for index in open.indices {
+            open[index] += other.open[index]
+            authenticated[index] += other.authenticated[index]
+        }
+        closed += other.closed
+        delivered += other.delivered
+        dropped += other.dropped
+        directWrites += other.directWrites
+        bytesWritten += other.bytesWritten
     }
 }

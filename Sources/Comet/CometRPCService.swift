@@ -13,6 +13,7 @@ struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
         guard !request.keys.isEmpty, request.hasProto else {
             throw RPCError(code: .unknown, message: "rpc pushmsg arg error")
         }
+        comet.counters.increment(\.rpcPushMsg)
         await comet.push(keys: request.keys, operation: request.protoOp, push: Push(proto: request.proto))
         return Goim_Comet_PushMsgReply()
     }
@@ -21,6 +22,7 @@ struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
         guard request.hasProto else {
             throw RPCError(code: .unknown, message: "rpc broadcast arg error")
         }
+        comet.counters.increment(\.rpcBroadcast)
         await comet.broadcast(operation: request.protoOp, push: Push(proto: request.proto), speed: request.speed)
         return Goim_Comet_BroadcastReply()
     }
@@ -32,6 +34,7 @@ struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
             // Two spaces, as goim's message has them.
             throw RPCError(code: .unknown, message: "rpc broadcast  room arg error")
         }
+        comet.counters.increment(\.rpcBroadcastRoom)
         if request.historyEpoch.isEmpty {
             await comet.broadcastRoom(request.roomID, push: Push(proto: request.proto))
         } else {

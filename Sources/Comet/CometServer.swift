@@ -11,6 +11,7 @@ import RPCAuth
 import Registry
 import ServiceLifecycle
 import ServiceRuntime
+import Telemetry
 
 /// A whole comet, as the services an executable runs in one `ServiceGroup`: client listeners (TCP, WebSocket,
 /// WebSocket over TLS), connections, buckets and rooms, the `goim.comet.Comet` gRPC service, the Logic client,
@@ -34,6 +35,10 @@ public final class CometServer: Sendable {
     }
 
     public let configuration: CometConfiguration
+    /// This comet's metrics, served on the monitor port (`[monitor] addr`).
+    public let telemetry: Telemetry
+    /// The monitor port's server; nil when `monitor.addr` is off.
+    public let monitor: MonitorServer?
     /// In start order; a `ServiceGroup` shuts them down in reverse.
     public let services: [any Service]
     let comet: Comet
@@ -54,18 +59,20 @@ public final class CometServer: Sendable {
         }
         let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let telemetry = Telemetry()
+        self.telemetry = telemetry
         var services: [any Service] = []
         do {
             let resolvedLogic: any LogicAPI
             var grpcLogic: GRPCLogicClient?
             if let logic {
-                resolvedLogic = logic
+                resolvedLogic = MeasuredLogic(logic, telemetry: telemetry)
             } else {
                 let client = try GRPCLogicClient(
                     addresses: configuration.rpcClient.addrs, timeout: configuration.rpcClient.timeout,
                     batchSize: configuration.rpcClient.batchSize, secret: configuration.rpcAuth.secret,
                     eventLoopGroup: group, logger: logger)
-                resolvedLogic = client
+                resolvedLogic = MeasuredLogic(client, telemetry: telemetry)
                 grpcLogic = client
             }
             let comet = try Comet(
@@ -77,6 +84,7 @@ public final class CometServer: Sendable {
                     certificateFiles: configuration.websocket.certFile, keyFiles: configuration.websocket.privateFile)
                 : nil
             self.comet = comet
+            CometMetrics.register(telemetry, comet: comet)
             let limits = configuration.limits
             logger.info(
                 "connection limits",
@@ -119,20 +127,36 @@ public final class CometServer: Sendable {
                 redis = client
             }
             if let grpcLogic { services.append(grpcLogic) }
-            services.append(OnlineReporter(comet: comet, interval: configuration.onlineInterval))
+            let reporter = OnlineReporter(comet: comet, interval: configuration.onlineInterval)
+            services.append(reporter)
             services.append(ConnectionsService(comet: comet))
             services.append(rpc)
+            var probes = [
+                HealthProbe("listeners") { [listeners] in listeners.addresses.isSettled && listeners.addresses.current != nil ? nil : "client listeners not bound" },
+                HealthProbe("rpc") { [rpc] in rpc.boundPort == nil ? "gRPC port not bound" : nil },
+                HealthProbe("logic") { reporter.status.current },
+            ]
             if let redis {
                 let registration = RegistrationService(
                     registry: CometRegistry(redis: redis, configuration: configuration.registry),
                     refresh: configuration.registry.refresh, logger: logger,
                     snapshot: Self.snapshot(comet: comet, configuration: configuration, listeners: listeners, rpc: rpc))
+                probes.append(HealthProbe("registry") { registration.status.current })
                 let (listeners, rpc) = (listeners, rpc)
                 services.append(
                     AfterReady(service: registration) {
                         _ = try await listeners.addresses.value()
                         _ = try await rpc.listeningPort()
                     })
+            }
+            if let address = configuration.monitor.addr {
+                let server = MonitorServer(
+                    host: address.host, port: address.port, routes: MonitorRoutes(telemetry: telemetry, probes: probes), logger: logger)
+                monitor = server
+                // Before the listeners: it stops after them on shutdown and answers /ready (503) while clients close.
+                services.append(server)
+            } else {
+                monitor = nil
             }
             services.append(listeners)
         } catch {

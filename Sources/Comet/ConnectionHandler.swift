@@ -53,7 +53,16 @@ final class ConnectionHandler: ChannelDuplexHandler {
     let transport: TransportKind
     let ip: String
 
-    private(set) var state = State.awaitingAuth
+    private(set) var state = State.awaitingAuth {
+        didSet {
+            // The per-loop authenticated count (/metrics): in on becoming open, out on leaving it.
+            if state == .open, oldValue != .open {
+                loop.authenticated[Int(transport.rawValue)] += 1
+            } else if oldValue == .open, state != .open {
+                loop.authenticated[Int(transport.rawValue)] -= 1
+            }
+        }
+    }
     /// Where outbound bytes go (nil before the pipeline is ready and after close).
     var output: ChannelHandlerContext?
     /// Handshake deadline until authenticated, then the earlier of the heartbeat deadline and the credential's expiry.
@@ -727,8 +736,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             promise: nil)
         if let missed {
             let push = Push(rawBody: missed, allocator: channel.allocator)
-            output?.write(NIOAny(push.bytes(for: transport)), promise: nil)
+            let bytes = push.bytes(for: transport)
+            output?.write(NIOAny(bytes), promise: nil)
             loop.delivered += 1
+            loop.bytesWritten &+= bytes.readableBytes
         }
         output?.flush()
         for push in waiting { deliver(push) }
@@ -777,8 +788,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if directDescriptor >= 0, channel.isActive, !nioMayHoldBytes || nioIsEmpty() {
             switch DirectWriter.write(bytes, to: directDescriptor) {
             case .complete:
-                break
+                loop.directWrites += 1
             case .partial(let written):
+                loop.directWrites += 1
                 // The kernel's buffer is full: NIO queues the rest and the slow-consumer policy applies as usual. If
                 // NIO's write then fails it closes the socket at once; `channelInactive` clears the descriptor before
                 // `writeAndFlush` returns, and nothing below writes directly.
@@ -793,6 +805,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             nioMayHoldBytes = true
             output.writeAndFlush(NIOAny(bytes), promise: nil)
         }
+        loop.bytesWritten &+= bytes.readableBytes
         if whitelisted { trace("push \(push.bytes(for: transport).readableBytes) bytes") }
     }
 

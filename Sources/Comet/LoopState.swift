@@ -24,6 +24,14 @@ final class LoopState {
     var delivered = 0
     /// Pushes skipped because the recipient was a slow consumer.
     var dropped = 0
+    /// Of `delivered`, those written straight to the socket (`DirectWriter`), and the bytes of all of them. Plain
+    /// integers of this loop: /metrics reads them at scrape time, the fan-out loop pays one add each.
+    var directWrites = 0
+    var bytesWritten = 0
+    /// Open connections by transport (`TransportKind.rawValue`), of which authenticated, and connections closed.
+    var open: [Int] = [0, 0]
+    var authenticated: [Int] = [0, 0]
+    var closed = 0
 
     init(eventLoop: any EventLoop, counters: Counters) {
         self.eventLoop = eventLoop
@@ -35,11 +43,14 @@ final class LoopState {
     func add(_ connection: ConnectionHandler) {
         connection.sweepIndex = connections.count
         connections.append(connection)
+        open[Int(connection.transport.rawValue)] += 1
     }
 
     func remove(_ connection: ConnectionHandler) {
         let index = connection.sweepIndex
         guard index >= 0, index < connections.count, connections[index] === connection else { return }
+        open[Int(connection.transport.rawValue)] -= 1
+        closed += 1
         let last = connections.removeLast()
         if index < connections.count {
             connections[index] = last

@@ -10,6 +10,8 @@ import ServiceLifecycle
 struct OnlineReporter: Service {
     let comet: Comet
     let interval: Duration
+    /// nil while logic answers; what failed otherwise (for `/ready`).
+    let status = StatusFlag(initial: "no RenewOnline answer from logic yet")
 
     func run() async {
         await cancelWhenGracefulShutdown {
@@ -17,10 +19,12 @@ struct OnlineReporter: Service {
                 do {
                     let all = try await comet.logic.renewOnline(server: comet.server, roomCount: comet.rooms.counts())
                     comet.rooms.updateAllOnline(all)
+                    status.set(nil)
                     try? await Task.sleep(for: interval)
                 } catch {
                     if Task.isCancelled { return }
                     comet.counters.increment(\.logicErrors)
+                    status.set("logic RenewOnline failed: \(error)")
                     comet.logger.warning("Logic RenewOnline failed; retrying in 1s", metadata: ["error": "\(error)"])
                     try? await Task.sleep(for: .seconds(1))
                 }

@@ -3,7 +3,9 @@ import Comet
 import Foundation
 import GoIMConfig
 import Logging
+import Metrics
 import ServiceRuntime
+import Telemetry
 
 /// `comet --config configs/comet.toml`: loads the configuration (file, then `GOIM_*` environment overrides) and
 /// runs the comet until SIGTERM or SIGINT, then shuts it down gracefully.
@@ -28,6 +30,8 @@ struct CometCommand: AsyncParsableCommand {
         let logger = configuration.log.bootstrap(label: "goim.comet", unknownKeys: unknownKeys)
         logger.info("starting comet", metadata: ["goim.server": "\(configuration.env.host)", "config": "\(config ?? "<defaults>")"])
         let comet = try await CommandSupport.build("comet") { try await CometServer(configuration: configuration, logger: logger) }
+        // Libraries that report through swift-metrics land on the same /metrics.
+        MetricsSystem.bootstrap(comet.telemetry.factory)
         try await CommandSupport.run("comet", comet.services, logger: logger, shutdownTimeout: shutdownTimeout)
     }
 }

@@ -97,6 +97,8 @@ public struct CometConfiguration: Sendable, Equatable {
     public var limits = Limits()
     public var redis = RedisSection()
     public var registry = RegistrySection()
+    /// `[monitor]`: `/metrics`, `/health`, `/ready` on their own port (default :3108; off when built in code).
+    public var monitor = MonitorSection()
     public var rpcAuth = RPCAuthSection()
     /// How often room counts are reported to logic (`RenewOnline`), goim: 10 s.
     public var onlineInterval: Duration = .seconds(10)
@@ -199,6 +201,7 @@ public struct CometConfiguration: Sendable, Equatable {
                     + "refreshed later, a session vanishes from Redis in between and its pushes are lost")
         }
         registry = RegistrySection(reader.section("registry"))
+        monitor = MonitorSection(reader.section("monitor"), defaultPort: 3108)
         let ra = reader.section("rpcAuth")
         rpcAuth = RPCAuthSection(ra)
         rpcAuth.validate(listener: rpcServer.addr, listenerKey: "rpcServer.addr", in: ra)

@@ -220,6 +220,26 @@ public struct RegistrySection: Sendable, Equatable {
     }
 }
 
+/// `[monitor]`: the small HTTP port of comet and job serving `GET /metrics` (Prometheus), `/health` and `/ready`
+/// (logic serves them on its HTTP port). Read-only and free of ids, so it binds every interface by default: Prometheus
+/// and health checks run on other machines. `addr = ""` turns it off.
+public struct MonitorSection: Sendable, Equatable {
+    /// nil = off. Built in code (tests) it is off; the configuration files' default is the service's port.
+    public var addr: HostPort?
+
+    public init(addr: HostPort? = nil) {
+        self.addr = addr
+    }
+
+    public init(_ s: ConfigSection, defaultPort: Int) {
+        if s.string("addr", default: ":\(defaultPort)").isEmpty {
+            addr = nil
+        } else {
+            addr = s.address("addr", default: ":\(defaultPort)")
+        }
+    }
+}
+
 /// `[rpcAuth]`: the shared secret of the internal gRPC ports (comet 3109, logic 3119). Every comet, logic and job
 /// of one deployment has the same `secret`; each requires it from callers of its gRPC port and sends it on its calls.
 public struct RPCAuthSection: Sendable, Equatable {

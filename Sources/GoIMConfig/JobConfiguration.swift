@@ -59,6 +59,8 @@ public struct JobConfiguration: Sendable, Equatable {
     public var redis = RedisSection()
     public var nats = NATSSection()
     public var registry = RegistrySection()
+    /// `[monitor]`: `/metrics`, `/health`, `/ready` on their own port (default :3128; off when built in code).
+    public var monitor = MonitorSection()
     public var rpcAuth = RPCAuthSection()
     /// `[history]`: room types whose messages job writes to history (and numbers with offsets).
     public var history = HistorySection()
@@ -106,6 +108,7 @@ public struct JobConfiguration: Sendable, Equatable {
         redis = RedisSection(reader.section("redis"))
         nats = NATSSection(reader.section("nats"))
         registry = RegistrySection(reader.section("registry"))
+        monitor = MonitorSection(reader.section("monitor"), defaultPort: 3128)
         rpcAuth = RPCAuthSection(reader.section("rpcAuth"))
         history = HistorySection(reader.section("history"))
         reader.acceptUnused(["discovery", "kafka", "comet.routineChan", "redis.expire"])

@@ -2,6 +2,7 @@ import Foundation
 import GoIMProtocol
 import GoIMRPC
 import Logging
+import Telemetry
 import NIOCore
 import SwiftProtobuf
 
@@ -80,7 +81,9 @@ struct Delivery: Sendable {
     /// Calls `body` on comet `hostname` until it succeeds, the comet answers with a permanent error, the comet
     /// leaves the registry, the comet is stuck (and another call is probing it), `deliveryDeadline` has passed,
     /// or the task is cancelled.
-    func call(_ hostname: String, _ body: @Sendable (any CometRPC) async throws -> Void) async -> CallOutcome {
+    func call(
+        _ hostname: String, rpc: String = "BroadcastRoom", _ body: @Sendable (any CometRPC) async throws -> Void
+    ) async -> CallOutcome {
         var delay = backoff
         var attempt = 0
         let giveUp = ContinuousClock.now + deliveryDeadline
@@ -95,8 +98,10 @@ struct Delivery: Sendable {
                 health.recordSkipped()
                 return .unreachable
             }
+            let start = ContinuousClock.now
             do {
                 try await comet.call(body)
+                statistics.recordCometCall(hostname, rpc: rpc, start.elapsed, success: true)
                 health.finished(hostname, success: true, admission: admission)
                 statistics.cometCalls.increment()
                 if attempt > 0 {
@@ -106,6 +111,7 @@ struct Delivery: Sendable {
                 }
                 return .delivered
             } catch {
+                statistics.recordCometCall(hostname, rpc: rpc, start.elapsed, success: false)
                 health.finished(hostname, success: false, admission: admission)
                 if Task.isCancelled { return .abandoned }
                 attempt += 1
@@ -148,7 +154,7 @@ struct Delivery: Sendable {
             $0.proto = PushEncoding.envelope(operation: message.operation, body: message.msg)
         }
         var tally = OutcomeTally()
-        tally.add(await call(message.server) { try await $0.pushMsg(request) }, comet: message.server)
+        tally.add(await call(message.server, rpc: "PushMsg") { try await $0.pushMsg(request) }, comet: message.server)
         return tally.outcome
     }
 
@@ -163,7 +169,7 @@ struct Delivery: Sendable {
         }
         return await withTaskGroup(of: (String, CallOutcome).self) { group in
             for comet in comets {
-                group.addTask { (comet.hostname, await call(comet.hostname) { try await $0.broadcast(request) }) }
+                group.addTask { (comet.hostname, await call(comet.hostname, rpc: "Broadcast") { try await $0.broadcast(request) }) }
             }
             var tally = OutcomeTally()
             for await (hostname, outcome) in group { tally.add(outcome, comet: hostname) }

@@ -133,9 +133,15 @@ final class InFlight: TicketSink {
         while true {
             do {
                 switch settlement.disposition {
-                case .ack: try await settlement.message.ack()
-                case .term: try await settlement.message.term()
-                case .nak: try await settlement.message.nak()
+                case .ack:
+                    try await settlement.message.ack()
+                    statistics.acked.add(1, ordering: .relaxed)
+                case .term:
+                    try await settlement.message.term()
+                    statistics.terminated.add(1, ordering: .relaxed)
+                case .nak:
+                    try await settlement.message.nak()
+                    statistics.nakked.add(1, ordering: .relaxed)
                 }
                 break
             } catch {

@@ -54,6 +54,8 @@ public final class JobConsumer: Service, Sendable {
     /// Gives room messages of rooms with history their offsets (nil: no room type keeps history).
     let history: RoomHistoryWriter?
     private let stopping = Atomic<Bool>(false)
+    /// What the consumer works with once bound (nil before and after): for `/metrics` and `/ready`.
+    private let live = Mutex<(jetStream: JetStream, inFlight: InFlight)?>(nil)
 
     public init(
         settings: Settings, nats: NATSClient, pool: CometPool, statistics: JobStatistics, logger: Logger,
@@ -80,6 +82,8 @@ public final class JobConsumer: Service, Sendable {
             "goim.stream": "\(settings.stream)", "goim.durable": "\(settings.durable)",
         ])
         let inFlight = InFlight(maxInFlight: settings.maxInFlight, statistics: statistics, logger: logger)
+        live.withLock { $0 = (jetStream, inFlight) }
+        defer { live.withLock { $0 = nil } }
         let delivery = Delivery(
             pool: pool, statistics: statistics, backoff: settings.backoff, maxBackoff: settings.maxBackoff,
             health: pool.health, deliveryDeadline: settings.deliveryDeadline, logger: logger)
@@ -155,6 +159,18 @@ public final class JobConsumer: Service, Sendable {
         return nil
     }
 
+    /// Messages fetched and not settled yet (0 when not consuming).
+    public var inFlightCount: Int { live.withLock { $0?.inFlight.count } ?? 0 }
+
+    /// True once bound to the durable consumer, until shutdown.
+    public var isConsuming: Bool { live.withLock { $0 != nil } }
+
+    /// The durable consumer's backlog from JetStream; nil when not consuming or the server did not answer.
+    public func backlog() async -> ConsumerInfo? {
+        guard let jetStream = live.withLock({ $0?.jetStream }) else { return nil }
+        return try? await jetStream.consumerInfo(stream: settings.stream, durable: settings.durable)
+    }
+
     private var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isCancelled }
 
     /// When the stream is quiet, the consumer waits for a publish (the doorbell) and pulls at least this often
@@ -215,6 +231,7 @@ public final class JobConsumer: Service, Sendable {
             admitted.reserveCapacity(messages.count)
             for message in messages {
                 statistics.received.increment()
+                if message.deliveryCount > 1 { statistics.redelivered.add(1, ordering: .relaxed) }
                 let ticket = inFlight.admit(message)
                 if inFlight.wasDelivered(message) {
                     ticket.finish(.alreadyDelivered)

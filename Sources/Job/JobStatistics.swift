@@ -1,4 +1,6 @@
+import Prometheus
 import Synchronization
+import Telemetry
 
 /// Counters of what this job did since it started. Every queue message ends in exactly one of
 /// `delivered`, `partiallyDelivered`, `undeliverable`, `rejected`, `malformed` or `abandoned`
@@ -38,8 +40,37 @@ public final class JobStatistics: Sendable {
     /// went out without an offset and the room's next write starts a new epoch).
     public let historyWrites = Atomic<Int>(0)
     public let historyFailures = Atomic<Int>(0)
+    /// Messages received again (JetStream's delivery count above 1), and settlements that reached the server.
+    public let redelivered = Atomic<Int>(0)
+    public let acked = Atomic<Int>(0)
+    public let nakked = Atomic<Int>(0)
+    public let terminated = Atomic<Int>(0)
+    /// Where the per-comet call latencies go (`recordCometCall`), and the rest of job's metrics.
+    public let telemetry: Telemetry
+    private let cometCallMetrics = Mutex<[String: (latency: DurationHistogram, failures: Prometheus.Counter)]>([:])
 
-    public init() {}
+    public init(telemetry: Telemetry = Telemetry()) {
+        self.telemetry = telemetry
+    }
+
+    /// One comet RPC's latency, by comet (comets are few; the label is the registry hostname).
+    func recordCometCall(_ hostname: String, rpc: String, _ duration: Duration, success: Bool) {
+        let key = hostname + "/" + rpc
+        let metrics = cometCallMetrics.withLock { calls in
+            if let existing = calls[key] { return existing }
+            let labels = [("comet", hostname), ("rpc", rpc)]
+            let created = (
+                latency: telemetry.latency(
+                    "goim_job_comet_call_duration_seconds", "Latency of push RPCs to each comet, by comet and RPC.", labels: labels),
+                failures: telemetry.counter(
+                    "goim_job_comet_call_failures_total", "Push RPCs to each comet that failed (each retry counts).", labels: labels)
+            )
+            calls[key] = created
+            return created
+        }
+        metrics.latency.record(duration)
+        if !success { metrics.failures.increment() }
+    }
 
     /// A plain copy of the counters.
     public var snapshot: Snapshot {

@@ -8,6 +8,7 @@ import Redis
 import Registry
 import ServiceLifecycle
 import ServiceRuntime
+import Telemetry
 
 /// A whole job process, as the services an executable runs in one `ServiceGroup`: the Redis client (registry), the
 /// NATS connection, the comet pool and the consumer. `services` lists them in start order, so graceful shutdown
@@ -19,6 +20,10 @@ public final class JobWorker: Sendable {
     public let statistics: JobStatistics
     public let pool: CometPool
     public let consumer: JobConsumer
+    /// This job's metrics, served on the monitor port (`[monitor] addr`).
+    public var telemetry: Telemetry { statistics.telemetry }
+    /// The monitor port's server; nil when `monitor.addr` is off.
+    public let monitor: MonitorServer?
 
     /// Builds everything; nothing connects before the services run (NATS may come up after the job).
     public init(
@@ -42,8 +47,24 @@ public final class JobWorker: Sendable {
             settings: JobConsumer.Settings(configuration), nats: nats, pool: pool, statistics: statistics,
             logger: logger, streamConfiguration: StreamConfiguration(configuration.nats),
             history: (configuration.history, HistoryStore(redis: redis)))
+        JobMetrics.register(statistics.telemetry, statistics: statistics, consumer: consumer, pool: pool)
+        var services: [any Service] = [redis, nats, pool, consumer]
+        if let address = configuration.monitor.addr {
+            let probes = [
+                HealthProbe("nats") { nats.current?.isConnected == true ? nil : "not connected to NATS" },
+                HealthProbe("consumer") { consumer.isConsuming ? nil : "not bound to the durable consumer yet" },
+                HealthProbe.roundTrip("redis") { _ = try await redis.ping() },
+            ]
+            let server = MonitorServer(
+                host: address.host, port: address.port, routes: MonitorRoutes(telemetry: statistics.telemetry, probes: probes),
+                logger: logger)
+            monitor = server
+            services.append(server)
+        } else {
+            monitor = nil
+        }
         self.configuration = configuration
-        self.services = [redis, nats, pool, consumer]
+        self.services = services
         self.statistics = statistics
         self.pool = pool
         self.consumer = consumer

@@ -3,7 +3,9 @@ import Foundation
 import GoIMConfig
 import Job
 import Logging
+import Metrics
 import ServiceRuntime
+import Telemetry
 
 /// `job --config configs/job.toml`: loads the configuration (file, then `GOIM_*` environment overrides) and
 /// runs the job until SIGTERM or SIGINT, then shuts it down gracefully (messages in flight are delivered and
@@ -29,6 +31,8 @@ struct JobCommand: AsyncParsableCommand {
         let logger = configuration.log.bootstrap(label: "goim.job", unknownKeys: unknownKeys)
         logger.info("starting job", metadata: ["goim.host": "\(configuration.env.host)", "config": "\(config ?? "<defaults>")"])
         let job = try await CommandSupport.build("job") { try await JobWorker(configuration: configuration, logger: logger) }
+        // Libraries that report through swift-metrics land on the same /metrics.
+        MetricsSystem.bootstrap(job.telemetry.factory)
         try await CommandSupport.run("job", job.services, logger: logger, shutdownTimeout: shutdownTimeout)
         logger.info("job statistics", metadata: ["goim.stats": "\(job.statistics.snapshot)"])
     }

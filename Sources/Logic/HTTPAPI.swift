@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import Primitives
 import Registry
+import Telemetry
 
 /// The request context of the HTTP API: Hummingbird's core storage plus the peer address (for
 /// `/goim/nodes/weighted`'s client IP).
@@ -20,7 +21,7 @@ public struct LogicRequestContext: RequestContext {
 }
 
 /// goim's v2 HTTP API (reference §4.6): the routes, query parameters, raw body and JSON envelope
-/// `{"code":0,"message":""[,"data":...]}`, plus `GET /health`. Routing is a plain switch: ten fixed paths,
+/// `{"code":0,"message":""[,"data":...]}`, plus `GET /health`, `/ready` and `/metrics`. Routing is a plain switch over fixed paths,
 /// and unknown paths or methods get gin's plain-text `404 page not found`.
 public struct LogicHTTPResponder: HTTPResponder {
     public typealias Context = LogicRequestContext
@@ -28,19 +29,20 @@ public struct LogicHTTPResponder: HTTPResponder {
     let core: LogicCore
     let maxBodySize: Int
     let pushToken: String
-    /// Health probes (Redis, NATS) for `/health`.
-    let health: @Sendable () async -> [(name: String, error: String?)]
+    /// `/metrics`, `/health` (liveness) and `/ready` (Redis, NATS).
+    let monitor: MonitorRoutes
+    let metrics: HTTPMetrics
 
     /// `httpServer.corsOrigins`, lower-cased: origins whose pages may read the replies, `*` for any.
     let corsOrigins: [String]
-    /// Per-IP rate and in-flight cap; nil = none. `/health` is never limited.
+    /// Per-IP rate and in-flight cap; nil = none. `/health`, `/ready` and `/metrics` are never limited.
     let admission: HTTPAdmission?
     /// `/goim/history/room`; nil answers that no room keeps history.
     let history: LogicHistory?
 
     public init(
         core: LogicCore, maxBodySize: Int, pushToken: String, corsOrigins: [String] = [], admission: HTTPAdmission? = nil,
-        history: LogicHistory? = nil
+        history: LogicHistory? = nil, telemetry: Telemetry = Telemetry()
     ) {
         self.core = core
         self.history = history
@@ -48,11 +50,13 @@ public struct LogicHTTPResponder: HTTPResponder {
         self.pushToken = pushToken
         self.corsOrigins = corsOrigins.map { $0.lowercased() }
         self.admission = admission
-        self.health = { [core] in
-            async let redis: String? = Self.probe { try await core.routing.ping() }
-            async let nats: String? = Self.probe { try await core.queue.ping() }
-            return [("redis", await redis), ("nats", await nats)]
-        }
+        self.metrics = HTTPMetrics(telemetry: telemetry)
+        self.monitor = MonitorRoutes(
+            telemetry: telemetry,
+            probes: [
+                HealthProbe("redis") { await Self.probe { try await core.routing.ping() } },
+                HealthProbe("nats") { await Self.probe { try await core.queue.ping() } },
+            ])
     }
 
     private static func probe(_ body: () async throws -> Void) async -> String? {
@@ -67,7 +71,16 @@ public struct LogicHTTPResponder: HTTPResponder {
     }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
-        guard let admission, request.uri.path != "/health" else { return try await respondAdmitted(to: request, context: context) }
+        let start = ContinuousClock.now
+        let response = try await respondMeasured(to: request, context: context)
+        metrics.record(path: request.uri.path, status: response.status, duration: start.elapsed)
+        return response
+    }
+
+    private func respondMeasured(to request: Request, context: Context) async throws -> Response {
+        guard let admission, !MonitorRoutes.paths.contains(request.uri.path) else {
+            return try await respondAdmitted(to: request, context: context)
+        }
         if let refusal = admission.admit(context.remoteAddress) {
             var response = Self.tooManyRequests(refusal)
             if let origin = allowedOrigin(request) { response.headers[.accessControlAllowOrigin] = origin }
@@ -103,7 +116,7 @@ public struct LogicHTTPResponder: HTTPResponder {
             case (.get, "/goim/nodes/weighted"): return nodesWeighted(request, context: context)
             case (.get, "/goim/nodes/instances"): return nodesInstances()
             case (.get, "/goim/history/room"): return try await historyRoom(request)
-            case (.get, "/health"): return await healthCheck()
+            case (.get, "/health"), (.get, "/ready"), (.get, "/metrics"): return await monitor.respond(path: path) ?? Self.notFound()
             default: return Self.notFound()
             }
         } catch let error as LogicError {
@@ -121,6 +134,7 @@ public struct LogicHTTPResponder: HTTPResponder {
         "/goim/push/keys": .post, "/goim/push/mids": .post, "/goim/push/room": .post, "/goim/push/all": .post,
         "/goim/online/top": .get, "/goim/online/room": .get, "/goim/online/total": .get,
         "/goim/nodes/weighted": .get, "/goim/nodes/instances": .get, "/goim/history/room": .get, "/health": .get,
+        "/ready": .get, "/metrics": .get,
     ]
 
     /// The `Access-Control-Allow-Origin` value for this request: `*` when any origin is allowed, the request's
@@ -317,14 +331,6 @@ public struct LogicHTTPResponder: HTTPResponder {
         let instances = core.cluster.onlineInstances
         guard !instances.isEmpty else { return Self.success(.null) }
         return Self.success(.array(instances.map(Self.discoveryJSON)))
-    }
-
-    private func healthCheck() async -> Response {
-        let results = await health()
-        let healthy = results.allSatisfy { $0.error == nil }
-        var entries: [(String, GoJSON)] = [("status", .string(healthy ? "ok" : "unavailable"))]
-        for result in results { entries.append((result.name, .string(result.error ?? "ok"))) }
-        return Self.json(.object(entries), status: healthy ? .ok : .serviceUnavailable)
     }
 
     /// gin's `ClientIP()`: the first `X-Forwarded-For` entry, `X-Real-Ip`, or the peer address.

@@ -9,6 +9,7 @@ import RPCAuth
 import Registry
 import ServiceLifecycle
 import ServiceRuntime
+import Telemetry
 
 /// A whole Logic process, as the services an executable runs in one `ServiceGroup`: the Redis client, the
 /// NATS/JetStream queue, the online refresher, the gRPC server and the HTTP server. `services` lists them in start
@@ -25,6 +26,8 @@ public final class LogicServer: Sendable {
     public let refresher: OnlineRefresher
     public let grpc: GRPCServerService
     public let http: Application<LogicHTTPResponder>
+    /// This logic's metrics, served on its HTTP port (`GET /metrics`).
+    public let telemetry: Telemetry
     let logger: Logger
     private let boundHTTPPort: OnceValue<Int>
 
@@ -49,8 +52,11 @@ public final class LogicServer: Sendable {
         let routing = RedisRoutingStore(redis: redis, expire: redisSection.expire)
         let online = RedisOnlineStore(redis: redis, expire: redisSection.expire)
         let authenticator = try await JWTAuthenticator.make(configuration.auth)
+        let telemetry = Telemetry()
+        self.telemetry = telemetry
+        LogicMetrics.register(telemetry, redis: redis, cluster: cluster)
         let core = LogicCore(
-            routing: routing, online: online, queue: queue, authenticator: authenticator, cluster: cluster,
+            routing: routing, online: online, queue: MeasuredPushQueue(base: queue, telemetry: telemetry), authenticator: authenticator, cluster: cluster,
             sessionHeartbeat: configuration.sessionHeartbeat, logger: logger,
             maxPendingPublishes: configuration.nats.maxPendingPublishes, allowKeyTakeover: configuration.auth.allowKeyTakeover)
         let port = OnceValue<Int>()
@@ -69,6 +75,7 @@ public final class LogicServer: Sendable {
         var rpcOptions = GRPCServerService.Options()
         rpcOptions.maxReceiveMessageSize = configuration.rpcServer.maxReceiveMessageSize
         rpcOptions.interceptors = [
+            RPCMetricsInterceptor(telemetry: telemetry, prefix: "goim_logic"),
             SharedSecretServerInterceptor(
                 policy: SharedSecretPolicy(
                     secret: configuration.rpcAuth.secret, allowUnauthenticated: configuration.rpcAuth.allowUnauthenticated),
@@ -90,7 +97,7 @@ public final class LogicServer: Sendable {
                     limits: .init(
                         ratePerIP: configuration.httpServer.rateLimit, burstPerIP: configuration.httpServer.rateBurst,
                         maxConcurrentRequests: configuration.httpServer.maxConcurrentRequests)),
-                history: history),
+                history: history, telemetry: telemetry),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.httpServer.idleTimeout))),
             configuration: ApplicationConfiguration(
                 address: .hostname(configuration.httpServer.addr.host, port: configuration.httpServer.addr.port)),

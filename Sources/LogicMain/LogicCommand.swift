@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import GoIMConfig
 import Logging
+import Metrics
 import Logic
 import ServiceRuntime
+import Telemetry
 
 /// `logic --config configs/logic.toml`: loads and validates the configuration, then runs Logic until
 /// SIGTERM/SIGINT.
@@ -52,6 +54,8 @@ struct LogicCommand: AsyncParsableCommand {
                 "goim.auth": "\(configuration.auth.mode)",
             ])
         let logic = try await CommandSupport.build("logic") { try await LogicServer(configuration: configuration, logger: logger) }
+        // Libraries that report through swift-metrics land on the same /metrics.
+        MetricsSystem.bootstrap(logic.telemetry.factory)
         try await CommandSupport.run("logic", logic.services, logger: logger, shutdownTimeout: shutdownTimeout)
     }
 }

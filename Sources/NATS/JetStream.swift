@@ -34,6 +34,18 @@ public struct StreamConfiguration: Sendable, Equatable {
 }
 
 /// The stream's answer to a JetStream publish.
+/// A durable consumer's counts (`JetStream.consumerInfo`).
+public struct ConsumerInfo: Sendable, Equatable {
+    /// Messages in the stream the consumer has not delivered yet: the lag.
+    public var pending: UInt64
+    /// Delivered, not acknowledged yet.
+    public var ackPending: Int
+    /// Delivered more than once and not acknowledged yet.
+    public var redelivered: Int
+    /// Pull requests waiting on the server.
+    public var waiting: Int
+}
+
 public struct PublishAck: Sendable, Equatable {
     public let stream: String
     public let sequence: UInt64
@@ -113,6 +125,23 @@ public final class JetStream: @unchecked Sendable {
             try check(status, operation, jetStreamCode: code)
             guard let ack = ack?.pointee else { throw NATSError(NATS_ERR, operation) }
             return PublishAck(stream: String(cString: ack.Stream), sequence: ack.Sequence, duplicate: ack.Duplicate)
+        }
+    }
+
+    /// The durable consumer's backlog as the server sees it (for job's lag metrics): messages not yet delivered,
+    /// delivered and not acknowledged, redelivered, and pull requests waiting.
+    public func consumerInfo(stream: String, durable: String) async throws -> ConsumerInfo {
+        let operation = "read consumer \(durable) on stream \(stream)"
+        return try await connection.blocking(operation) { _ in
+            var info: UnsafeMutablePointer<jsConsumerInfo>?
+            var code = jsErrCode(0)
+            let status = js_GetConsumerInfo(&info, self.context, stream, durable, nil, &code)
+            defer { jsConsumerInfo_Destroy(info) }
+            try check(status, operation, jetStreamCode: code)
+            guard let info = info?.pointee else { throw NATSError(NATS_ERR, operation) }
+            return ConsumerInfo(
+                pending: info.NumPending, ackPending: Int(info.NumAckPending), redelivered: Int(info.NumRedelivered),
+                waiting: Int(info.NumWaiting))
         }
     }
 

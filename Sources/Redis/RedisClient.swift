@@ -13,6 +13,9 @@ public final class RedisClient: Sendable, Service {
     public let configuration: RedisConfiguration
     private let pool: ConnectionPool
     private let hasRun = Mutex(false)
+    /// Commands sent and transport failures (a pipeline that threw counts once), for the services' metrics.
+    public let commandsSent = Atomic<Int>(0)
+    public let failures = Atomic<Int>(0)
 
     public init(
         configuration: RedisConfiguration,
@@ -51,7 +54,13 @@ public final class RedisClient: Sendable, Service {
     /// to one command is returned in its place as `.error`; only transport failures throw.
     public func pipeline(_ commands: [RedisCommand]) async throws -> [RESPValue] {
         guard !commands.isEmpty else { return [] }
-        let connection = try await pool.connection()
-        return try await connection.send(commands)
+        commandsSent.add(commands.count, ordering: .relaxed)
+        do {
+            let connection = try await pool.connection()
+            return try await connection.send(commands)
+        } catch {
+            failures.add(1, ordering: .relaxed)
+            throw error
+        }
     }
 }

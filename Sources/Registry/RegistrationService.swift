@@ -1,5 +1,6 @@
 import GoIMConfig
 import Logging
+import Primitives
 import ServiceLifecycle
 
 /// Keeps one comet registered while it runs: writes its record at once, refreshes it every `refresh`
@@ -12,6 +13,8 @@ public struct RegistrationService: Service {
     let refresh: Duration
     let snapshot: @Sendable () -> CometInstance
     let logger: Logger
+    /// nil once the record is written and while refreshes succeed; what failed otherwise (for `/ready`).
+    public let status = StatusFlag(initial: "not registered yet")
 
     public init(registry: CometRegistry, refresh: Duration, logger: Logger, snapshot: @escaping @Sendable () -> CometInstance) {
         self.registry = registry
@@ -33,14 +36,20 @@ public struct RegistrationService: Service {
                         throw RegistryError.duplicateHostname(instance.hostname, otherRPCAddress: other.rpcAddress)
                     }
                     try await registry.register(instance)
+                    status.set(nil)
                     if !registered {
                         logger.info("registered in the cluster registry", metadata: ["goim.server": "\(instance.hostname)"])
                         registered = true
                     }
                 } catch let error as RegistryError {
-                    if case .duplicateHostname = error { throw error }
+                    if case .duplicateHostname = error {
+                        status.set("\(error)")
+                        throw error
+                    }
+                    status.set("registry refresh failed: \(error)")
                     logger.warning("cluster registry refresh failed; retrying", metadata: ["error": "\(error)"])
                 } catch {
+                    status.set("registry refresh failed: \(error)")
                     logger.warning("cluster registry refresh failed; retrying", metadata: ["error": "\(error)"])
                 }
                 try? await Task.sleep(for: registered ? refresh : .seconds(1))

@@ -300,6 +300,17 @@ import Testing
         #expect(logic.httpServer.addr == HostPort(host: "127.0.0.1", port: 3111))
     }
 
+    @Test func monitorPorts() throws {
+        #expect(try CometConfiguration.load(path: nil, environment: [:]).0.monitor.addr == HostPort(host: "0.0.0.0", port: 3108))
+        #expect(try JobConfiguration.load(path: nil, environment: [:]).0.monitor.addr == HostPort(host: "0.0.0.0", port: 3128))
+        #expect(try CometConfiguration.load(path: nil, environment: ["GOIM_MONITOR_ADDR": ""]).0.monitor.addr == nil)
+        #expect(
+            try JobConfiguration.load(path: nil, environment: ["GOIM_MONITOR_ADDR": "127.0.0.1:9000"]).0.monitor.addr
+                == HostPort(host: "127.0.0.1", port: 9000))
+        #expect(throws: ConfigError.self) { try CometConfiguration.load(path: nil, environment: ["GOIM_MONITOR_ADDR": "nope:x"]) }
+        #expect(CometConfiguration().monitor.addr == nil)  // built in code (embedding, tests): off
+    }
+
     @Test(arguments: ["comet", "logic"])
     func gRPCBeyondLoopbackNeedsTheSecret(service: String) throws {
         func load(_ environment: [String: String]) throws {

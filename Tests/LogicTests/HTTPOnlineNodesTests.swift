@@ -122,17 +122,37 @@ struct HTTPOnlineNodesTests {
         }
     }
 
-    @Test("health reports Redis and NATS")
+    @Test("/ready reports Redis and NATS; /health only says the process answers")
     func health() async throws {
         try await LogicHarness.run { h in
-            var reply = try await h.get("/health")
+            var reply = try await h.get("/ready")
             #expect(reply.status == 200)
             #expect(reply.body == #"{"status":"ok","redis":"ok","nats":"ok"}"#)
             await h.redisServer.stop()
-            reply = try await h.get("/health")
+            reply = try await h.get("/ready")
             #expect(reply.status == 503)
             #expect(reply.body.hasPrefix(#"{"status":"unavailable","redis":"redis unavailable: "#), "\(reply.body)")
             #expect(reply.body.hasSuffix(#","nats":"ok"}"#))
+            reply = try await h.get("/health")
+            #expect(reply.status == 200)
+            #expect(reply.body == #"{"status":"ok"}"#)
+        }
+    }
+
+    @Test("/metrics exposes logic's families in Prometheus text, with HTTP requests by route and code")
+    func metrics() async throws {
+        try await LogicHarness.run { h in
+            _ = try await h.get("/goim/online/total")
+            _ = try await h.get("/no/such/route")
+            #expect(try await h.post("/goim/push/room?operation=1&type=live&room=1", "x").body == HTTPPushTests.ok)
+            let reply = try await h.get("/metrics")
+            #expect(reply.status == 200)
+            let text = reply.body
+            #expect(text.contains(#"goim_logic_http_requests_total{route="/goim/online/total",code="200"} 1"#), "\(text)")
+            #expect(text.contains(#"goim_logic_http_requests_total{route="other",code="404"} 1"#))
+            #expect(text.contains(#"goim_logic_queue_publish_duration_seconds_count{type="room"} 1"#))
+            #expect(text.contains("# TYPE goim_logic_redis_commands_total counter"))
+            #expect(text.contains("goim_logic_online_connections "))
         }
     }
 }

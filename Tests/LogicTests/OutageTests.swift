@@ -60,7 +60,7 @@ struct OutageTests {
             #expect(reply.body.hasPrefix(#"{"code":-500,"message":"nats unavailable: "#), "\(reply.body)")
             let all = try await h.post("/goim/push/all?operation=1", "x")
             #expect(all.body.hasPrefix(#"{"code":-500,"message":"nats unavailable: "#))
-            let health = try await h.get("/health")
+            let health = try await h.get("/ready")
             #expect(health.status == 503)
             #expect(health.body.contains(#""redis":"ok","nats":"nats unavailable: "#))
 
@@ -68,7 +68,7 @@ struct OutageTests {
             try await waitUntil("NATS to be used again", timeout: .seconds(15)) {
                 try await h.post("/goim/push/room?operation=1&type=live&room=1", "x").body == HTTPPushTests.ok
             }
-            #expect(try await h.get("/health").status == 200)
+            #expect(try await h.get("/ready").status == 200)
         }
     }
 

@@ -23,6 +23,8 @@ public final class Stack: Sendable {
         public let tcpPort: Int
         public let webSocketPort: Int
         public let rpcPort: Int
+        /// `/metrics`, `/health`, `/ready`.
+        public let monitorPort: Int
     }
 
     public struct Options: Sendable {
@@ -46,12 +48,17 @@ public final class Stack: Sendable {
     public let logics: [Logic]
     public let comets: [Comet]
     public let jobs: [ServerProcess]
+    /// Each job's monitor port (`/metrics`, `/health`, `/ready`), by index in `jobs`.
+    public let jobMonitorPorts: [Int]
 
     /// Registry periods: a comet rewrites its record every `registryRefresh`; a dead one disappears after `registryTTL`.
     public static let registryRefresh = "250ms"
     public static let registryTTL = "2s"
 
-    private init(redis: ServerProcess, nats: ServerProcess, logics: [Logic], comets: [Comet], jobs: [ServerProcess]) {
+    private init(
+        redis: ServerProcess, nats: ServerProcess, logics: [Logic], comets: [Comet], jobs: [ServerProcess], jobMonitorPorts: [Int]
+    ) {
+        self.jobMonitorPorts = jobMonitorPorts
         self.redis = redis
         self.nats = nats
         self.logics = logics
@@ -120,7 +127,7 @@ public final class Stack: Sendable {
         var comets: [Comet] = []
         for index in 0..<options.comets {
             let name = "comet-\(Character(UnicodeScalar(UInt8(ascii: "a") + UInt8(index))))"
-            let (tcp, webSocket, rpc) = (TestServers.freePort(), TestServers.freePort(), TestServers.freePort())
+            let (tcp, webSocket, rpc, monitor) = (TestServers.freePort(), TestServers.freePort(), TestServers.freePort(), TestServers.freePort())
             var environment = shared
             environment.merge([
                 "GOIM_ENV_HOST": name,
@@ -129,6 +136,7 @@ public final class Stack: Sendable {
                 "GOIM_TCP_BIND": "127.0.0.1:\(tcp)",
                 "GOIM_WEBSOCKET_BIND": "127.0.0.1:\(webSocket)",
                 "GOIM_RPCSERVER_ADDR": "127.0.0.1:\(rpc)",
+                "GOIM_MONITOR_ADDR": "127.0.0.1:\(monitor)",
                 // comet k talks to logic k mod n: with two logics both serve connections
                 "GOIM_RPCCLIENT_ADDRS": "127.0.0.1:\(logics[index % logics.count].rpcPort)",
                 "GOIM_ONLINE_INTERVAL": "250ms",
@@ -143,37 +151,40 @@ public final class Stack: Sendable {
                     environment: environment)
             track(process)
             try await process.start()
-            comets.append(Comet(name: name, process: process, tcpPort: tcp, webSocketPort: webSocket, rpcPort: rpc))
+            comets.append(Comet(name: name, process: process, tcpPort: tcp, webSocketPort: webSocket, rpcPort: rpc, monitorPort: monitor))
         }
 
         var jobs: [ServerProcess] = []
+        var jobMonitorPorts: [Int] = []
         for index in 0..<options.jobs {
+            let monitor = TestServers.freePort()
+            jobMonitorPorts.append(monitor)
             var environment = shared.merging(natsShared) { $1 }
             environment.merge([
                 "GOIM_ENV_HOST": "job-\(index + 1)",
+                "GOIM_MONITOR_ADDR": "127.0.0.1:\(monitor)",
                 // a killed job's unacknowledged messages come back after this
                 "GOIM_CONSUMER_ACKWAIT": "2s",
                 "GOIM_COMET_BACKOFF": "20ms",
                 "GOIM_COMET_MAXBACKOFF": "200ms",
             ]) { $1 }
             environment.merge(options.jobEnvironment) { $1 }
-            // job listens on no port: NATS's port is given so that start() returns once the process runs.
-            let process = try TestServers.executable("job", arguments: [], port: nats.port, environment: environment)
+            let process = try TestServers.executable("job", arguments: [], port: monitor, environment: environment)
             track(process)
             try await process.start()
             jobs.append(process)
         }
 
-        let stack = Stack(redis: redis, nats: nats, logics: logics, comets: comets, jobs: jobs)
+        let stack = Stack(redis: redis, nats: nats, logics: logics, comets: comets, jobs: jobs, jobMonitorPorts: jobMonitorPorts)
         try await stack.waitUntilReady()
         return stack
     }
 
-    /// Every logic answers /health, lists every comet, and every job consumes and knows every comet.
+    /// Every logic is ready (/ready: Redis and NATS answer), lists every comet, and every job consumes and knows every comet.
     private func waitUntilReady() async throws {
         for logic in logics.indices {
             try await eventually("logic \(logic + 1) healthy (Redis and NATS connected)") {
-                try await self.get("/health", logic: logic).status == 200
+                try await self.get("/ready", logic: logic).status == 200
             }
         }
         try await waitForInstances(Set(comets.map(\.name)))
@@ -253,6 +264,15 @@ public final class Stack: Sendable {
             return Reply(
                 status: response.status.code, body: response.body.map { String(buffer: $0) } ?? "",
                 headers: response.headers)
+        }
+    }
+
+    /// GET on any loopback HTTP port of the stack (a comet's or job's monitor port).
+    public static func get(_ uri: String, port: Int) async throws -> Reply {
+        try await TestClient.withClient(host: "127.0.0.1", port: port) { client in
+            let response = try await client.execute(TestClient.Request(uri, method: .get, headers: [:], body: nil))
+            return Reply(
+                status: response.status.code, body: response.body.map { String(buffer: $0) } ?? "", headers: response.headers)
         }
     }
 
