@@ -44,6 +44,8 @@ final class Counters: Sendable {
     let rpcPushMsg = ManagedAtomic<Int>(0)
     let rpcBroadcast = ManagedAtomic<Int>(0)
     let rpcBroadcastRoom = ManagedAtomic<Int>(0)
+    /// Pushes delivered over all event loops, as of the last online report (the registry record carries it).
+    let deliveredSnapshot = ManagedAtomic<Int>(0)
     /// `ConnectionHandler` objects alive (a leak check: it falls back to 0 once every client is gone).
     let liveHandlers = ManagedAtomic<Int>(0)
 

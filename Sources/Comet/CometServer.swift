@@ -203,7 +203,7 @@ public final class CometServer: Sendable {
                 addrs: env.addrs, tcpPorts: ports("tcp"), wsPorts: ports("websocket"),
                 wssPorts: ports("websocket+tls"), region: env.region, zone: env.zone, weight: env.weight,
                 offline: env.offline, connCount: comet.buckets.count, ipCount: comet.ips.distinctCount,
-                startedAt: startedAt)
+                delivered: comet.counters.deliveredSnapshot.load(ordering: .relaxed), startedAt: startedAt)
         }
     }
 

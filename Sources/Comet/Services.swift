@@ -16,6 +16,7 @@ struct OnlineReporter: Service {
     func run() async {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
+                comet.counters.deliveredSnapshot.store(await comet.loopTotals().delivered, ordering: .relaxed)
                 do {
                     let all = try await comet.logic.renewOnline(server: comet.server, roomCount: comet.rooms.counts())
                     comet.rooms.updateAllOnline(all)

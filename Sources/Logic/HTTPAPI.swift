@@ -116,6 +116,8 @@ public struct LogicHTTPResponder: HTTPResponder {
             case (.get, "/goim/nodes/weighted"): return nodesWeighted(request, context: context)
             case (.get, "/goim/nodes/instances"): return nodesInstances()
             case (.get, "/goim/history/room"): return try await historyRoom(request)
+            case (.get, "/admin"): return AdminPage.response()
+            case (.get, "/goim/admin/summary"): return try adminSummary(request)
             case (.get, "/health"), (.get, "/ready"), (.get, "/metrics"): return await monitor.respond(path: path) ?? Self.notFound()
             default: return Self.notFound()
             }
@@ -134,7 +136,7 @@ public struct LogicHTTPResponder: HTTPResponder {
         "/goim/push/keys": .post, "/goim/push/mids": .post, "/goim/push/room": .post, "/goim/push/all": .post,
         "/goim/online/top": .get, "/goim/online/room": .get, "/goim/online/total": .get,
         "/goim/nodes/weighted": .get, "/goim/nodes/instances": .get, "/goim/history/room": .get, "/health": .get,
-        "/ready": .get, "/metrics": .get,
+        "/ready": .get, "/metrics": .get, "/admin": .get, "/goim/admin/summary": .get,
     ]
 
     /// The `Access-Control-Allow-Origin` value for this request: `*` when any origin is allowed, the request's
@@ -313,6 +315,35 @@ public struct LogicHTTPResponder: HTTPResponder {
         guard !rooms.isEmpty else { throw LogicError.badParameter(parameter: "rooms", reason: "at least one room is required") }
         let counts = core.onlineRoom(type: type, rooms: rooms)
         return Self.success(.map(counts.mapValues { .integer($0) }))
+    }
+
+    /// What the admin page shows (behind the push token): the comets with their counts, online totals, the busiest
+    /// rooms, and cumulative counts the page turns into rates (push requests this logic answered, deliveries of every
+    /// comet as of its last registry refresh).
+    private func adminSummary(_ request: Request) throws -> Response {
+        try authorize(request)
+        let instances = core.cluster.instances.sorted { $0.hostname < $1.hostname }
+        let rooms = core.cluster.roomCount.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(10)
+        let totals = core.cluster.totals
+        let nodes: [GoJSON] = instances.map { instance in
+            .object([
+                ("hostname", .string(instance.hostname)), ("addrs", .array(instance.addrs.map { .string($0) })),
+                ("tcp_ports", .array(instance.tcpPorts.map { .integer($0) })), ("ws_ports", .array(instance.wsPorts.map { .integer($0) })),
+                ("conn_count", .integer(instance.connCount)), ("ip_count", .integer(instance.ipCount)),
+                ("delivered", .integer(instance.delivered ?? 0)), ("offline", .bool(instance.offline)),
+                ("started_at", .integer(instance.startedAt)), ("latest_timestamp", .integer(instance.updatedAt)),
+            ])
+        }
+        return Self.success(.object([
+            ("nodes", .array(nodes)),
+            ("online", .object([
+                ("conn_count", .integer(totals.connCount)), ("ip_count", .integer(totals.ipCount)),
+                ("rooms", .integer(core.cluster.roomCount.count)),
+            ])),
+            ("top_rooms", .array(rooms.map { .object([("room_id", .string($0.key)), ("count", .integer($0.value))]) })),
+            ("push_requests", .object(metrics.pushRequests.map { ($0.key, .integer($0.value)) }.sorted { $0.0 < $1.0 })),
+            ("delivered", .integer(instances.reduce(0) { $0 + ($1.delivered ?? 0) })),
+        ]))
     }
 
     private func onlineTotal() -> Response {

@@ -2,6 +2,7 @@ import GoIMRPC
 import HTTPTypes
 import Prometheus
 import Redis
+import Synchronization
 import Telemetry
 
 /// Logic's Prometheus families (docs/operations.md): HTTP requests by route and code, queue publishes timed to
@@ -29,8 +30,16 @@ enum LogicMetrics {
 
 /// Per-route HTTP metrics: `goim_logic_http_requests_total{route,code}` and `goim_logic_http_request_duration_seconds{route}`.
 /// The route label is one of the fixed paths or `other`, so a scan of random URLs cannot grow the series.
-struct HTTPMetrics: Sendable {
+final class HTTPMetrics: Sendable {
     let telemetry: Telemetry
+    /// Push requests answered by route, for the admin page's rates (it cannot read Prometheus counters back).
+    private let pushes = Mutex<[String: Int]>(["keys": 0, "mids": 0, "room": 0, "all": 0])
+
+    init(telemetry: Telemetry) {
+        self.telemetry = telemetry
+    }
+
+    var pushRequests: [String: Int] { pushes.withLock { $0 } }
 
     func record(path: String, status: HTTPResponse.Status, duration: Duration) {
         let route = LogicHTTPResponder.routes[path] != nil || MonitorRoutes.paths.contains(path) ? path : "other"
@@ -42,6 +51,9 @@ struct HTTPMetrics: Sendable {
             "goim_logic_http_request_duration_seconds", "Time to answer HTTP requests, by route (pushes include the JetStream ack).",
             labels: [("route", route)]
         ).record(duration)
+        if route.hasPrefix("/goim/push/"), status == .ok {
+            pushes.withLock { $0[String(route.dropFirst("/goim/push/".count)), default: 0] += 1 }
+        }
     }
 }
 

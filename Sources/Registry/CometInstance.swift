@@ -18,6 +18,9 @@ public struct CometInstance: Sendable, Codable, Equatable {
     public var offline: Bool
     public var connCount: Int
     public var ipCount: Int
+    /// Pushes written to clients since the comet started (one per recipient), as of its last online report; nil from
+    /// a comet that does not publish it. The admin page's delivery rate.
+    public var delivered: Int?
     /// When this process started, Unix nanoseconds; a restarted comet gets a new value.
     public var startedAt: Int64
     /// When this record was last written, Unix nanoseconds (goim's `latest_timestamp`).
@@ -26,8 +29,10 @@ public struct CometInstance: Sendable, Codable, Equatable {
     public init(
         hostname: String, rpcAddress: String, addrs: [String] = [], tcpPorts: [Int] = [], wsPorts: [Int] = [],
         wssPorts: [Int] = [], region: String = "", zone: String = "", weight: Int = 10, offline: Bool = false,
-        connCount: Int = 0, ipCount: Int = 0, startedAt: Int64 = CometInstance.now(), updatedAt: Int64 = CometInstance.now()
+        connCount: Int = 0, ipCount: Int = 0, delivered: Int? = nil, startedAt: Int64 = CometInstance.now(),
+        updatedAt: Int64 = CometInstance.now()
     ) {
+        self.delivered = delivered
         self.hostname = hostname
         self.rpcAddress = rpcAddress
         self.addrs = addrs
@@ -48,7 +53,7 @@ public struct CometInstance: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case hostname, rpcAddress = "rpc_addr", addrs, tcpPorts = "tcp_ports", wsPorts = "ws_ports", wssPorts = "wss_ports"
-        case region, zone, weight, offline, connCount = "conn_count", ipCount = "ip_count"
+        case region, zone, weight, offline, connCount = "conn_count", ipCount = "ip_count", delivered
         case startedAt = "started_at", updatedAt = "latest_timestamp"
     }
 }

@@ -21,7 +21,6 @@ extension StackTests {
         .enabled(if: chromium != nil, "chromium is not installed (apt-get install chromium; scripts/install-deps does)"),
         .startsServers)
     func browserDemo() async throws {
-        let chromium = try #require(Self.chromium)
         let python = try TestServers.locate("python3")
         let webPort = TestServers.freePort()
         let origin = "http://127.0.0.1:\(webPort)"
@@ -41,36 +40,42 @@ extension StackTests {
             let comet = stack.comets[0]
             let pageURL =
                 "\(origin)/?host=127.0.0.1&wsPort=\(comet.webSocketPort)&apiPort=\(stack.logics[0].httpPort)&mid=777&heartbeat=1"
-            let debugPort = TestServers.freePort()
-            let profile = try TestServers.temporaryDirectory("chromium-profile")
-            let browser = try TestServers.program(
-                "chromium", path: chromium,
-                arguments: [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                    "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--mute-audio",
-                    "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=\(debugPort)",
-                    "--user-data-dir=\(profile.path)", pageURL,
-                ],
-                port: debugPort)
-            try await browser.start(timeout: .seconds(60))
-            defer {
-                browser.stopInBackground()
-                try? FileManager.default.removeItem(at: profile)
-            }
-
-            let target = try await Self.pageTarget(debugPort: debugPort, urlPrefix: origin)
-            let page = try await DevToolsPage.connect(port: debugPort, path: target)
-            do {
-                try await Self.drive(page, stack: stack)
-            } catch {
-                let text = (try? await page.evaluate("document.body.innerText")) ?? "<page not readable>"
-                await page.close()
-                throw StackTestError(
-                    "\(error)\n---- page text ----\n\(text)\n---- chromium ----\n\(Self.withoutDBusNoise(browser.output).suffix(3000))")
-            }
-            await page.close()
+            try await Self.withPage(pageURL, urlPrefix: origin) { page in try await Self.drive(page, stack: stack) }
         }
+    }
+
+    /// Opens `url` in headless Chromium and runs `body` on it over the DevTools protocol; on failure the error carries
+    /// the page's text and Chromium's log.
+    static func withPage(_ url: String, urlPrefix: String, _ body: (DevToolsPage) async throws -> Void) async throws {
+        let chromium = try #require(Self.chromium)
+        let debugPort = TestServers.freePort()
+        let profile = try TestServers.temporaryDirectory("chromium-profile")
+        let browser = try TestServers.program(
+            "chromium", path: chromium,
+            arguments: [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--mute-audio",
+                "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=\(debugPort)",
+                "--user-data-dir=\(profile.path)", url,
+            ],
+            port: debugPort)
+        try await browser.start(timeout: .seconds(60))
+        defer {
+            browser.stopInBackground()
+            try? FileManager.default.removeItem(at: profile)
+        }
+        let target = try await Self.pageTarget(debugPort: debugPort, urlPrefix: urlPrefix)
+        let page = try await DevToolsPage.connect(port: debugPort, path: target)
+        do {
+            try await body(page)
+        } catch {
+            let text = (try? await page.evaluate("document.body.innerText")) ?? "<page not readable>"
+            await page.close()
+            throw StackTestError(
+                "\(error)\n---- page text ----\n\(text)\n---- chromium ----\n\(Self.withoutDBusNoise(browser.output).suffix(3000))")
+        }
+        await page.close()
     }
 
     /// Chromium's log without the lines about the missing D-Bus (always there in a container, never the problem).
