@@ -18,7 +18,8 @@ import PackageDescription
 //   Logic            auth, routing store, push HTTP API, online counts, nodes, NATS publishing
 //   Job              NATS consumer, room batching, delivery to comets
 //   CometMain, LogicMain, JobMain   thin executables `comet`, `logic`, `job`
-//   GoIMClient       goim clients (TCP, WebSocket, WSS) for tests and goim-bench
+//   GoIMClient       goim connections (TCP, WebSocket, WSS): tests, goim-bench, and GoIMKit's transport
+//   GoIMKit          the Swift client SDK: a session that reconnects, heartbeats and recovers; goim-tail on it
 //   Bench            `goim-bench`: load clients, pushers, fan-out scenarios
 //   TestSupport      starts real redis-server / nats-server processes and the built executables for tests
 //   TestLogic        a recording goim.logic.Logic gRPC service for comet and logic-client tests
@@ -86,6 +87,12 @@ let targets: [Target] = [
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]
     ),
+    // The Swift client SDK (docs/sdk-swift.md): a session that reconnects, heartbeats and recovers, on GoIMClient.
+    .target(
+        name: "GoIMKit",
+        dependencies: ["GoIMClient", "GoIMProtocol", nio, nioPosix, .product(name: "NIOSSL", package: "swift-nio-ssl")]
+    ),
+    .executableTarget(name: "GoIMTail", dependencies: ["GoIMKit", "GoIMProtocol", argumentParser]),
     .target(name: "RPCAuth", dependencies: ["Primitives", grpcCore, logging]),
     .target(name: "Registry", dependencies: ["Redis", "GoIMConfig", "Primitives", nio, logging, lifecycle]),
     .target(name: "History", dependencies: ["Redis", "GoIMConfig", nio]),
@@ -154,6 +161,7 @@ let targets: [Target] = [
         dependencies: ["GoIMRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
     ),
     .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
+    .testTarget(name: "GoIMKitTests", dependencies: ["GoIMKit", "GoIMProtocol", "TestSupport", nio, nioPosix]),
     .testTarget(
         name: "TelemetryTests",
         dependencies: ["Telemetry", .product(name: "HummingbirdTesting", package: "hummingbird")]
@@ -217,7 +225,7 @@ let targets: [Target] = [
     .testTarget(
         name: "StackTests",
         dependencies: [
-            "GoIMClient", "GoIMProtocol", "StackHarness", "TestSupport", nio, nioPosix,
+            "GoIMClient", "GoIMKit", "GoIMProtocol", "StackHarness", "TestSupport", nio, nioPosix,
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
@@ -236,6 +244,8 @@ let products: [Product] = [
     .executable(name: "logic", targets: ["LogicMain"]),
     .executable(name: "job", targets: ["JobMain"]),
     .executable(name: "goim-bench", targets: ["Bench"]),
+    .executable(name: "goim-tail", targets: ["GoIMTail"]),
+    .library(name: "GoIMKit", targets: ["GoIMKit"]),
     // For the micro-benchmark package (Benchmarks/) and for embedding a comet in another process.
     .library(name: "Comet", targets: ["Comet"]),
     .library(name: "LogicClient", targets: ["LogicClient"]),
