@@ -134,6 +134,23 @@ public final class NATSCluster: Sendable {
         throw LoopbackSocket.Failure(description: "stream \(stream) kept leader \(old) after a step-down")
     }
 
+    /// Asks consumer `durable` of `stream` to step down until its leader is `node` (each step-down elects a random
+    /// other replica); false when it did not get there in `attempts` tries.
+    public func moveConsumerLeader(stream: String, durable: String, to node: String, attempts: Int = 30) async throws -> Bool {
+        for _ in 0..<attempts {
+            if leaders(stream).consumers[durable] == node { return true }
+            guard let port = running.first?.clientPort else { return false }
+            // The reply may be lost in the leader change it causes: the wait below is what counts.
+            _ = try? Self.request("$JS.API.CONSUMER.LEADER.STEPDOWN.\(stream).\(durable)", port: port)
+            let deadline = ContinuousClock.now + .seconds(20)
+            try await Task.sleep(for: .milliseconds(200))
+            while leaders(stream).consumers[durable] == nil && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        return leaders(stream).consumers[durable] == node
+    }
+
     /// One NATS request in the plain text protocol (CONNECT, SUB, PUB with a reply subject, read the MSG), so that
     /// TestSupport needs no NATS client. For the JetStream API's small JSON requests; blocking, 5 s at most.
     public static func request(_ subject: String, payload: String = "", port: Int) throws -> String {

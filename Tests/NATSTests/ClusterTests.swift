@@ -132,4 +132,59 @@ struct ClusterTests {
             await silent.close()
         }
     }
+
+    @Test("R3: the server a pull consumer's connection uses, leading the consumer too, killed while it fetches and acks: every message arrives")
+    func consumerServerAndLeaderKilled() async throws {
+        try await Self.withCluster { cluster, connection in
+            let jetStream = try connection.jetStream(requestTimeout: .seconds(2))
+            try await jetStream.createOrUpdateStream(StreamConfiguration(name: "PULL", subjects: ["pull.>"], replicas: 3))
+            let consumer = try await jetStream.pullConsumer(stream: "PULL", durable: "d", filterSubject: nil, ackWait: .seconds(2))
+            let server = try #require(cluster.nodes(servingClient: "cluster-test").first)
+            // Put the consumer's leader on that server.
+            try #require(try await cluster.moveConsumerLeader(stream: "PULL", durable: "d", to: server.name))
+
+            let other = try #require(cluster.nodes.first { $0.name != server.name })
+            let publisher = try await NATSConnection.connect(NATSConfiguration(urls: [other.url] + cluster.urls))
+            let publisherStream = try publisher.jetStream(requestTimeout: .seconds(1))
+            let total = 1500
+            let publishing = Task {
+                for id in 0..<total {
+                    while true {
+                        do {
+                            _ = try await publisherStream.publish("pull.x", payload: Array("\(id)".utf8), messageID: "p\(id)")
+                            break
+                        } catch { try? await Task.sleep(for: .milliseconds(50)) }
+                    }
+                    if id % 50 == 0 { try? await Task.sleep(for: .milliseconds(30)) }
+                }
+            }
+            let killer = Task {
+                try? await Task.sleep(for: .milliseconds(400))
+                await server.process.kill9()
+            }
+            var received = Set<String>()
+            let deadline = ContinuousClock.now + .seconds(60)
+            while received.count < total && ContinuousClock.now < deadline {
+                let messages: [JetStreamMessage]
+                do {
+                    messages = try await consumer.fetch(max: 64, timeout: .milliseconds(200))
+                } catch {
+                    try await Task.sleep(for: .milliseconds(50))
+                    continue
+                }
+                // Acks run concurrently, as job's settlers do.
+                await withTaskGroup(of: Void.self) { group in
+                    for message in messages {
+                        received.insert(String(decoding: message.payload, as: UTF8.self))
+                        group.addTask { try? await message.ack() }
+                    }
+                }
+            }
+            await publishing.value
+            await killer.value
+            #expect(received.count == total)
+            await consumer.close()
+            await publisher.close()
+        }
+    }
 }
