@@ -16,6 +16,11 @@ extension FaultScenarioTests {
         var options = Stack.Options()
         options.natsNodes = 3
         options.natsReplicas = 3
+        // GOIM_FAULT_PUBLISHTIMEOUT (e.g. 10s): logic's nats.publishTimeout, to measure a budget that outlasts the
+        // stream leader's election.
+        if let timeout = FaultScale.environment["GOIM_FAULT_PUBLISHTIMEOUT"] {
+            options.logicEnvironment["GOIM_NATS_PUBLISHTIMEOUT"] = timeout
+        }
         return options
     }
 
@@ -36,7 +41,8 @@ extension FaultScenarioTests {
         }
         let leaders = cluster.leaders(pushStream)
         try #require(leaders.stream.map { !logicServers.contains($0) } == true, "stream leader still on logic's server")
-        return ["stream R\(cluster.streamReplicas(pushStream) ?? 0)"]
+        let timeout = FaultScale.environment["GOIM_FAULT_PUBLISHTIMEOUT"] ?? "5s"
+        return ["stream R\(cluster.streamReplicas(pushStream) ?? 0), nats.publishTimeout \(timeout)"]
     }
 
     /// Where the stream leader, the consumer leader, logic and job are.
@@ -68,9 +74,15 @@ extension FaultScenarioTests {
             let killedAt = ContinuousClock.now
             try await #require(cluster.node(named: leader)).process.kill9()
             let elected = try await Self.waitForNewLeader(cluster, killed: leader, since: killedAt)
-            // The job's consumer keeps going: it is bound to the durable, not to a server.
+            // The consumer is a Raft group of its own: when its leader was on the killed server too, it elects one
+            // apart, and job's fetches wait for it (job stays bound to the durable, not to a server).
+            try await eventually("a consumer leader on a running server", timeout: .seconds(30)) {
+                let consumerLeader = cluster.leaders(Self.pushStream).consumers[Self.durable]
+                return consumerLeader != nil && consumerLeader != leader
+            }
+            let consumer = "consumer leader on a running server after \(DeliveryReport.format(.now - killedAt))"
             try await Task.sleep(for: .seconds(1))
-            return ["before: \(before); killed \(leader)", elected, "after: \(Self.placement(cluster))"]
+            return ["before: \(before); killed \(leader)", elected, consumer, "after: \(Self.placement(cluster))"]
         }
         #expect(report.lost == 0, "\(report)")
         #expect(report.notAcknowledged == 0, "\(report)")
@@ -94,6 +106,42 @@ extension FaultScenarioTests {
             let reconnected = "logic reconnected after \(DeliveryReport.format(.now - killedAt))"
             try await Task.sleep(for: .seconds(1))
             return ["before: \(before); killed \(server.name)", reconnected, "after: \(Self.placement(cluster))"]
+        }
+        #expect(report.lost == 0, "\(report)")
+        #expect(report.notAcknowledged == 0, "\(report)")
+    }
+
+    @Test("NATS cluster R3: the server job is connected to, leading job's consumer too, killed with SIGKILL while pushes flow; job reconnects and the consumer goes on")
+    func natsJobServerKilled() async throws {
+        let report = try await Self.scenario(
+            "NATS cluster (3 nodes, R3): job's server killed (-9), consumer leader on it", options: Self.clusterOptions,
+            prepare: { stack in
+                let cluster = try #require(stack.natsCluster)
+                try await eventually("the consumer has a leader", timeout: .seconds(30)) {
+                    cluster.leaders(Self.pushStream).consumers[Self.durable] != nil
+                }
+                let server = try #require(cluster.nodes(servingClient: Self.jobClient).first)
+                let moved = try await cluster.moveConsumerLeader(stream: Self.pushStream, durable: Self.durable, to: server.name)
+                try #require(moved, "the consumer's leader did not move to \(server.name)")
+                return ["stream R\(cluster.streamReplicas(Self.pushStream) ?? 0)"]
+            }
+        ) { stack, _ in
+            let cluster = try #require(stack.natsCluster)
+            let before = Self.placement(cluster)
+            let server = try #require(cluster.nodes(servingClient: Self.jobClient).first)
+            let killedAt = ContinuousClock.now
+            await server.process.kill9()
+            try await eventually("job reconnected to another server", timeout: .seconds(30)) {
+                cluster.nodes(servingClient: Self.jobClient).contains { $0.name != server.name }
+            }
+            let reconnected = "job reconnected after \(DeliveryReport.format(.now - killedAt))"
+            try await eventually("a consumer leader on a running server", timeout: .seconds(30)) {
+                let leader = cluster.leaders(Self.pushStream).consumers[Self.durable]
+                return leader != nil && leader != server.name
+            }
+            let elected = "consumer leader on a running server after \(DeliveryReport.format(.now - killedAt))"
+            try await Task.sleep(for: .seconds(1))
+            return ["before: \(before); killed \(server.name)", reconnected, elected, "after: \(Self.placement(cluster))"]
         }
         #expect(report.lost == 0, "\(report)")
         #expect(report.notAcknowledged == 0, "\(report)")
