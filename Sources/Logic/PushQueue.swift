@@ -32,6 +32,10 @@ public final class JetStreamPushQueue: PushQueue, Service {
     private let nats: NATSClient
     /// Set once the stream is ready on the connection.
     private let jetStream = Mutex<JetStream?>(nil)
+    /// When a publish that found no stream last made sure the stream exists: at most one such check a second, as
+    /// every push during a clustered stream's leader election finds no responders (hundreds of create calls to the
+    /// meta leader otherwise).
+    private let lastStreamCheck = Mutex<ContinuousClock.Instant?>(nil)
 
     public init(configuration: NATSSection, clientName: String = "goim-logic", logger: Logger) {
         self.configuration = configuration
@@ -142,7 +146,7 @@ public final class JetStreamPushQueue: PushQueue, Service {
                 if ContinuousClock.now >= deadline || Task.isCancelled {
                     throw LogicError.queueUnavailable("\(error) (\(attempts) attempts in \(configuration.publishTimeout))")
                 }
-                if error.code == .noResponders && !recreated && connection.isConnected {
+                if error.code == .noResponders && !recreated && connection.isConnected && claimStreamCheck() {
                     // No stream listens: a single server that lost its store (create it again), or a clustered one
                     // electing its leader (the create finds it exists: harmless, and the next attempts wait).
                     recreated = true
@@ -160,6 +164,16 @@ public final class JetStreamPushQueue: PushQueue, Service {
             } catch {
                 throw LogicError.queueUnavailable("\(error)")
             }
+        }
+    }
+
+    /// True for the first caller in a second: it checks (creates) the stream; the others only retry.
+    private func claimStreamCheck() -> Bool {
+        lastStreamCheck.withLock { last in
+            let now = ContinuousClock.now
+            if let last, now - last < .seconds(1) { return false }
+            last = now
+            return true
         }
     }
 
