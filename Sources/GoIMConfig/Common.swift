@@ -145,7 +145,13 @@ public struct NATSSection: Sendable, Equatable {
     public var receiveSubject: String = "goim.receive"
     public var maxAge: Duration = .seconds(24 * 3600)
     public var maxBytes: Int = 1 << 30
+    /// Copies of the push stream (and of job's consumer, which inherits it): 1 on a single nats-server, 3 on a
+    /// three-node JetStream cluster (docs/nats-cluster.md). Logic and job update an existing stream to this count.
     public var replicas: Int = 1
+    /// logic: how long one push may take to be stored. A publish that times out, finds no stream leader (a
+    /// clustered stream electing one) or loses its connection is retried with the same message id within it
+    /// (stored once); past it the push fails with -500 and the caller retries.
+    public var publishTimeout: Duration = .seconds(5)
     /// How long the stream remembers push message ids: a push retried with the same `Idempotency-Key` within it is
     /// stored (and delivered) once. JetStream's default is 2 min.
     public var duplicateWindow: Duration = .seconds(120)
@@ -190,6 +196,7 @@ public struct NATSSection: Sendable, Equatable {
         replicas = s.int("replicas", default: d.replicas, in: 1...5)
         duplicateWindow = s.duration("duplicateWindow", default: d.duplicateWindow, minimum: .seconds(1))
         maxPendingPublishes = s.int("maxPendingPublishes", default: d.maxPendingPublishes, in: 1...1_000_000)
+        publishTimeout = s.duration("publishTimeout", default: d.publishTimeout, minimum: .milliseconds(100))
         if duplicateWindow > maxAge {
             s.invalid("duplicateWindow", GoDuration.format(duplicateWindow), "must not be longer than nats.maxAge (\(GoDuration.format(maxAge)))")
         }

@@ -32,6 +32,10 @@ public final class JetStreamPushQueue: PushQueue, Service {
     private let nats: NATSClient
     /// Set once the stream is ready on the connection.
     private let jetStream = Mutex<JetStream?>(nil)
+    /// When a publish that found no stream last made sure the stream exists: at most one such check a second, as
+    /// every push during a clustered stream's leader election finds no responders (hundreds of create calls to the
+    /// meta leader otherwise).
+    private let lastStreamCheck = Mutex<ContinuousClock.Instant?>(nil)
 
     public init(configuration: NATSSection, clientName: String = "goim-logic", logger: Logger) {
         self.configuration = configuration
@@ -103,6 +107,16 @@ public final class JetStreamPushQueue: PushQueue, Service {
         }
     }
 
+    /// Publishes and returns once the stream stored it, within `nats.publishTimeout`. A push is never reported
+    /// stored unless JetStream acknowledged it; anything else throws `queueUnavailable` (the HTTP caller gets -500
+    /// and retries with its Idempotency-Key).
+    ///
+    /// Not connected when the push arrives: it fails at once (NATS is away; the caller should not wait). Failures
+    /// while it is on its way are retried with the same message id, so that the stream stores it once: the
+    /// connection lost (libnats reconnects to another server of `nats.urls`; the publish waits for that), no
+    /// answer (each attempt waits a quarter of `publishTimeout`, so a publish lost with a dying stream leader is
+    /// sent again to the new one) and no responders (a clustered stream electing its leader has none for a few
+    /// seconds; a single server that lost its store has no stream: it is created again, once per push).
     public func publish(_ message: Goim_Logic_PushMsg, id: String) async throws {
         let (connection, jetStream) = try current()
         guard connection.isConnected else {
@@ -115,19 +129,51 @@ public final class JetStreamPushQueue: PushQueue, Service {
             throw LogicError.queueUnavailable("cannot encode PushMsg: \(error)")
         }
         let subject = subject(for: message.type)
-        do {
-            _ = try await jetStream.publish(subject, payload: payload, messageID: id)
-        } catch let error as NATSError where error.code == .noResponders {
-            // The stream is gone (a NATS server that lost its store): set it up again and retry once.
-            logger.warning("JetStream stream missing; creating it again", metadata: ["goim.nats.stream": "\(configuration.stream)"])
+        let deadline = ContinuousClock.now + configuration.publishTimeout
+        let attemptTimeout = max(configuration.publishTimeout / 4, .milliseconds(100))
+        var recreated = false
+        var attempts = 0
+        while true {
+            attempts += 1
             do {
-                try await jetStream.createOrUpdateStream(streamConfiguration)
-                _ = try await jetStream.publish(subject, payload: payload, messageID: id)
+                _ = try await jetStream.publish(
+                    subject, payload: payload, messageID: id, timeout: min(attemptTimeout, deadline - .now))
+                if attempts > 1 {
+                    logger.debug("push stored after a retry", metadata: ["goim.attempts": "\(attempts)"])
+                }
+                return
+            } catch let error as NATSError where error.isTransient {
+                if ContinuousClock.now >= deadline || Task.isCancelled {
+                    throw LogicError.queueUnavailable("\(error) (\(attempts) attempts in \(configuration.publishTimeout))")
+                }
+                if error.code == .noResponders && !recreated && connection.isConnected && claimStreamCheck() {
+                    // No stream listens: a single server that lost its store (create it again), or a clustered one
+                    // electing its leader (the create finds it exists: harmless, and the next attempts wait).
+                    recreated = true
+                    logger.warning(
+                        "no JetStream stream answered a publish; making sure the stream exists",
+                        metadata: ["goim.nats.stream": "\(configuration.stream)"])
+                    try? await jetStream.createOrUpdateStream(streamConfiguration, timeout: max(.milliseconds(1), deadline - .now))
+                    continue
+                }
+                // Wait for the reconnection (or the election) a little, within the deadline.
+                try? await Task.sleep(for: .milliseconds(error.code == .connectionDisconnected || !connection.isConnected ? 50 : 100))
+                while !connection.isConnected && ContinuousClock.now < deadline && !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
             } catch {
                 throw LogicError.queueUnavailable("\(error)")
             }
-        } catch {
-            throw LogicError.queueUnavailable("\(error)")
+        }
+    }
+
+    /// True for the first caller in a second: it checks (creates) the stream; the others only retry.
+    private func claimStreamCheck() -> Bool {
+        lastStreamCheck.withLock { last in
+            let now = ContinuousClock.now
+            if let last, now - last < .seconds(1) { return false }
+            last = now
+            return true
         }
     }
 

@@ -79,16 +79,24 @@ public final class JetStream: @unchecked Sendable {
 
     /// Adds the stream, or updates it when it exists with a different configuration (the server
     /// refuses some changes, e.g. of storage: that is thrown).
-    public func createOrUpdateStream(_ config: StreamConfiguration) async throws {
+    ///
+    /// Replicas are part of the configuration: a stream that exists with other replicas is updated to the new count
+    /// (nats-server 2.9 scales a clustered stream up and down; a server that is not clustered refuses more than one
+    /// replica with JetStream error 10074). `timeout` bounds each API call (default `requestTimeout`).
+    public func createOrUpdateStream(_ config: StreamConfiguration, timeout: Duration? = nil) async throws {
         let operation = "create or update stream \(config.name)"
+        let wait = (timeout ?? requestTimeout).milliseconds
         try await connection.blocking(operation) { _ in
             try config.withCConfig { cConfig in
+                var options = jsOptions()
+                jsOptions_Init(&options)
+                options.Wait = wait
                 var info: UnsafeMutablePointer<jsStreamInfo>?
                 var code = jsErrCode(0)
-                var status = js_AddStream(&info, self.context, cConfig, nil, &code)
+                var status = js_AddStream(&info, self.context, cConfig, &options, &code)
                 if status != NATS_OK && code == JSStreamNameExistErr {  // exists with another config
                     code = jsErrCode(0)
-                    status = js_UpdateStream(&info, self.context, cConfig, nil, &code)
+                    status = js_UpdateStream(&info, self.context, cConfig, &options, &code)
                 }
                 jsStreamInfo_Destroy(info)
                 try check(status, operation, jetStreamCode: code)
@@ -100,12 +108,19 @@ public final class JetStream: @unchecked Sendable {
     /// duplicate window is acknowledged as `duplicate` and not stored twice. Without a stream on
     /// `subject` this fails at once with `.noResponders`. While disconnected it fails with
     /// `.timeout` after `requestTimeout`, yet libnats may still send it after reconnecting: retry
-    /// with the same `messageID` to stay exactly-once.
-    public func publish(_ subject: String, payload: [UInt8], messageID: String? = nil) async throws -> PublishAck {
+    /// with the same `messageID` to stay exactly-once. A publish waiting for its ack when the
+    /// connection drops fails at once with `.connectionDisconnected` (`failRequestsOnDisconnect`).
+    /// In a cluster, while the stream elects a new leader, publishes time out or find no
+    /// responders: `NATSError.isTransient` tells those apart. `timeout` overrides `requestTimeout`.
+    public func publish(
+        _ subject: String, payload: [UInt8], messageID: String? = nil, timeout: Duration? = nil
+    ) async throws -> PublishAck {
         let operation = "publish to \(subject)"
+        let wait = (timeout ?? requestTimeout).milliseconds
         return try await connection.blocking(operation) { _ in
             var options = jsPubOptions()
             jsPubOptions_Init(&options)
+            options.MaxWait = wait
             var ack: UnsafeMutablePointer<jsPubAck>?
             var code = jsErrCode(0)
             let status = subject.withCString { subject in

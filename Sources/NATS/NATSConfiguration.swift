@@ -31,6 +31,11 @@ public struct NATSConfiguration: Sendable {
             self.keyFile = keyFile
         }
     }
+    /// Requests (and JetStream publishes and acks) waiting for their reply when the connection drops fail at once
+    /// with `.connectionDisconnected` instead of waiting out their timeout: the reply would come on the lost
+    /// connection, if at all. Callers retry after libnats reconnected (to another server of `urls` when this one
+    /// is gone).
+    public var failRequestsOnDisconnect: Bool = true
     /// libnats' per-subscription limit of messages queued in the library behind a subscription's
     /// own bounded buffer; past it libnats drops messages and reports a slow consumer.
     public var maxPendingMessages: Int = 65536

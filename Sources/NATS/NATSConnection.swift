@@ -205,6 +205,7 @@ private func openConnection(_ configuration: NATSConfiguration, events: Connecti
         { natsOptions_SetReconnectWait(options, configuration.reconnectWait.milliseconds) },
         { natsOptions_SetMaxReconnect(options, Int32(clamping: configuration.maxReconnect)) },
         { natsOptions_SetMaxPendingMsgs(options, Int32(clamping: configuration.maxPendingMessages)) },
+        { natsOptions_SetFailRequestsOnDisconnect(options, configuration.failRequestsOnDisconnect) },
         { natsOptions_SetDisconnectedCB(options, onDisconnected, closure) },
         { natsOptions_SetReconnectedCB(options, onReconnected, closure) },
         { natsOptions_SetClosedCB(options, onClosed, closure) },

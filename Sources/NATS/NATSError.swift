@@ -64,6 +64,15 @@ public struct NATSError: Error, CustomStringConvertible, Sendable {
 }
 
 extension NATSError {
+    /// True for failures that say "not now" rather than "never": no answer in time, nobody answering (a clustered
+    /// stream electing its leader has no subscriber for a few seconds), the connection lost while waiting (libnats
+    /// reconnects to another server), JetStream temporarily unavailable (10008). The same call may work a moment
+    /// later; for a publish, retry with the same message ID so that the stream stores it once.
+    public var isTransient: Bool {
+        code == .timeout || code == .noResponders || code == .connectionDisconnected || code == .ioError
+            || jetStreamCode == Int(JSClusterNotAvailErr.rawValue)
+    }
+
     /// Builds the error for a failed libnats call. Must run on the thread that made the call:
     /// `nats_GetLastError` is thread-local.
     init(_ status: natsStatus, _ operation: String, jetStreamCode: jsErrCode = jsErrCode(0)) {

@@ -33,6 +33,11 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
     var excludedExpected = 0
     var excludedDelivered = 0
     var recovery: Duration = .zero
+    /// Pushes that had at least one failed attempt (refused, failed or timed out), and the error window: from the
+    /// start of the first failed attempt to the end of the last one, whatever push they belonged to.
+    var refused = 0
+    var errorWindow: Duration = .zero
+    var lastErrors: [String] = []
     var lostExamples: [String] = []
     /// Push ids received more than once by some client that stayed connected.
     var duplicated: Set<Int> = []
@@ -47,6 +52,12 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
         let receipts = fleet.clients.map { $0.receipts.withLock { $0 } }
         let reconnected = fleet.clients.map { $0.reconnected.load(ordering: .relaxed) || apart.contains($0.index) }
         reconnectedClients = reconnected.filter { $0 }.count
+        let failed = records.filter { $0.failedSince != nil }
+        refused = failed.count
+        if let since = failed.compactMap(\.failedSince).min(), let until = failed.compactMap(\.failedUntil).max() {
+            errorWindow = until - since
+        }
+        lastErrors = Array(Set(failed.map { String($0.lastError.prefix(100)) })).sorted().prefix(3).map { $0 }
         for record in records {
             if record.attempts > 1 { retried += 1 }
             guard let ackedAt = record.ackedAt else {
@@ -110,6 +121,9 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
             room pushes \(reconnectedRoomDelivered) of \(reconnectedRoomExpected), \(reconnectedRoomDuplicates) twice); \
             time to recover \(Self.format(recovery))
             """
+        if refused > 0 {
+            text += "; \(refused) pushes refused or failed at least once, error window \(Self.format(errorWindow)) (e.g. \(lastErrors.joined(separator: " | ")))"
+        }
         if excludedExpected > 0 { text += "; excluded window: \(excludedDelivered) of \(excludedExpected) delivered" }
         if !notes.isEmpty { text += "; " + notes.joined(separator: "; ") }
         if !lostExamples.isEmpty { text += "\n  lost, e.g.: " + lostExamples.joined(separator: ", ") }
@@ -127,7 +141,8 @@ struct DeliveryReport: Sendable, CustomStringConvertible {
             reconnectedClients > 0
             ? "\(reconnectedClients) clients, \(reconnectedDelivered) / \(reconnectedExpected) (room: \(reconnectedRoomDelivered) / \(reconnectedRoomExpected))"
             : "–"
-        return "| \(scenario) | \(acknowledged) | \(notAcknowledged) | \(expected) | \(delivered) | \(lost) | \(duplicates) | \(reconnected) | \(excluded) | \(Self.format(recovery)) | \(notes.joined(separator: "; ")) |"
+        let window = refused > 0 ? ["\(refused) pushes refused at first, error window \(Self.format(errorWindow))"] : []
+        return "| \(scenario) | \(acknowledged) | \(notAcknowledged) | \(expected) | \(delivered) | \(lost) | \(duplicates) | \(reconnected) | \(excluded) | \(Self.format(recovery)) | \((window + notes).joined(separator: "; ")) |"
     }
 
     static func format(_ duration: Duration) -> String {

@@ -26,6 +26,7 @@ struct FaultScenarioTests {
         apart: @escaping @Sendable (CheckedFleet) -> Set<Int> = { _ in [] },
         excluded: @escaping @Sendable (Pusher.Record, ContinuousClock.Instant) -> Bool = { _, _ in false },
         measure: @escaping @Sendable (CheckedFleet, ContinuousClock.Instant) -> [String] = { _, _ in [] },
+        prepare: @escaping @Sendable (Stack) async throws -> [String] = { _ in [] },
         inject: @escaping @Sendable (Stack, CheckedFleet) async throws -> [String]
     ) async throws -> DeliveryReport {
         var options = options
@@ -39,6 +40,7 @@ struct FaultScenarioTests {
                 let total = try await stack.get("/goim/online/total").json?["data"] as? [String: Any]
                 return total?["conn_count"] as? Int == FaultScale.clients
             }
+            let prepared = try await prepare(stack)
             let heartbeats = heartbeat.map { interval in Task { await fleet.heartbeats(every: interval) } }
             defer { heartbeats?.cancel() }
 
@@ -62,7 +64,7 @@ struct FaultScenarioTests {
                 return current.lost == 0 && (!recovering || current.reconnectedRoomDelivered == current.reconnectedRoomExpected)
             }
             var final = report()
-            final.notes = notes + measure(fleet, faultAt)
+            final.notes = prepared + notes + measure(fleet, faultAt)
             final.publish()
             result = final
             // Stack.run attaches every process's last output to a thrown error: what a lost push needs.

@@ -17,6 +17,10 @@ final class Pusher: Sendable {
         var ackedAt: ContinuousClock.Instant?
         var attempts = 0
         var lastError = ""
+        /// When its first failed attempt began and its last failed attempt ended (refused, failed or timed out):
+        /// what the error window of a fault is made of.
+        var failedSince: ContinuousClock.Instant?
+        var failedUntil: ContinuousClock.Instant?
     }
 
     let records = Mutex<[Int: Record]>([:])
@@ -63,6 +67,7 @@ final class Pusher: Sendable {
         while ContinuousClock.now < giveUp {
             let logic = (id + attempt) % stack.logics.count
             attempt += 1
+            let attemptStart = ContinuousClock.now
             var error = ""
             do {
                 let reply = try await stack.tryPush(target.uri, "f\(id)", idempotencyKey: "fault-\(run)-\(id)", logic: logic)
@@ -77,9 +82,13 @@ final class Pusher: Sendable {
             } catch let failure {
                 error = "\(failure)".prefix(120).description
             }
-            records.withLock {
-                $0[id]?.attempts = attempt
-                $0[id]?.lastError = error
+            records.withLock { records in
+                guard var record = records[id] else { return }
+                record.attempts = attempt
+                record.lastError = error
+                record.failedSince = record.failedSince ?? attemptStart
+                record.failedUntil = .now
+                records[id] = record
             }
             try? await Task.sleep(for: .milliseconds(100))
         }

@@ -340,5 +340,22 @@ import Testing
         #expect(Self.refusal { try load(exposed.merging(["GOIM_HTTPSERVER_ALLOWUNAUTHENTICATEDPUSH": "true"]) { $1 }) } == nil)
         #expect(Self.refusal { try load(["GOIM_HTTPSERVER_ADDR": "127.0.0.1:3111"]) } == nil)
     }
-}
 
+    @Test func natsReplicasAndPublishTimeoutComeFromTheFileOrTheEnvironmentAndAreChecked() throws {
+        let defaults = try LogicConfiguration(ConfigReader(toml: "", environment: [:]))
+        #expect(defaults.nats.replicas == 1)
+        #expect(defaults.nats.publishTimeout == .seconds(5))
+        let file = try LogicConfiguration(ConfigReader(toml: "[nats]\nreplicas = 3\npublishTimeout = \"10s\"\n", environment: [:]))
+        #expect(file.nats.replicas == 3)
+        #expect(file.nats.publishTimeout == .seconds(10))
+        let environment = try JobConfiguration(
+            ConfigReader(toml: "[nats]\nreplicas = 1\n", environment: ["GOIM_NATS_REPLICAS": "3", "GOIM_NATS_PUBLISHTIMEOUT": "2s"]))
+        #expect(environment.nats.replicas == 3)
+        #expect(environment.nats.publishTimeout == .seconds(2))
+        for bad in ["replicas = 0", "replicas = 7", "publishTimeout = \"10ms\""] {
+            let text = Self.refusal { _ = try LogicConfiguration(ConfigReader(toml: "[nats]\n\(bad)\n", environment: [:])) }
+            let key = String(bad.prefix { $0 != " " })
+            #expect(text?.contains(key) == true, "\(bad): \(text ?? "accepted")")
+        }
+    }
+}

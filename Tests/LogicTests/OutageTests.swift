@@ -72,6 +72,18 @@ struct OutageTests {
         }
     }
 
+    @Test("The push stream deleted under logic (a nats-server that lost its store): the next push creates it again and is stored")
+    func streamDeleted() async throws {
+        try await LogicHarness.run { h in
+            #expect(try await h.post("/goim/push/room?operation=1&type=live&room=1", "x").body == HTTPPushTests.ok)
+            let deleted = try NATSCluster.request("$JS.API.STREAM.DELETE.\(h.configuration.nats.stream)", port: h.natsServer.port)
+            #expect(deleted.contains(#""success":true"#), "\(deleted)")
+            #expect(try await h.post("/goim/push/room?operation=1&type=live&room=1", "y").body == HTTPPushTests.ok)
+            let info = try NATSCluster.request("$JS.API.STREAM.INFO.\(h.configuration.nats.stream)", port: h.natsServer.port)
+            #expect(info.contains(#""messages":1"#), "only the push after the deletion is in the new stream: \(info)")
+        }
+    }
+
     @Test("While NATS does not ack, pushes beyond nats.maxPendingPublishes are refused at once; the waiting ones finish when it acks")
     func boundedPendingPublishes() async throws {
         let queue = StalledQueue()

@@ -39,12 +39,20 @@ public final class Stack: Sendable {
         public var cometLauncher: [String] = []
         /// Extra environment for every job.
         public var jobEnvironment: [String: String] = [:]
+        /// nats-servers: 1 runs one; more run a JetStream cluster of that many (`NATSCluster`), every logic and job
+        /// gets all their URLs and the push stream is created with `natsReplicas` replicas.
+        public var natsNodes = 1
+        /// `nats.replicas` when `natsNodes` > 1 (R3 by default: the stream survives the loss of any one server).
+        public var natsReplicas = 3
 
         public init() {}
     }
 
     public let redis: ServerProcess
+    /// The nats-server (the cluster's first node when `natsCluster` is set).
     public let nats: ServerProcess
+    /// The whole NATS cluster when `Options.natsNodes` > 1.
+    public let natsCluster: NATSCluster?
     public let logics: [Logic]
     public let comets: [Comet]
     public let jobs: [ServerProcess]
@@ -56,17 +64,21 @@ public final class Stack: Sendable {
     public static let registryTTL = "2s"
 
     private init(
-        redis: ServerProcess, nats: ServerProcess, logics: [Logic], comets: [Comet], jobs: [ServerProcess], jobMonitorPorts: [Int]
+        redis: ServerProcess, nats: ServerProcess, natsCluster: NATSCluster?, logics: [Logic], comets: [Comet],
+        jobs: [ServerProcess], jobMonitorPorts: [Int]
     ) {
         self.jobMonitorPorts = jobMonitorPorts
         self.redis = redis
         self.nats = nats
+        self.natsCluster = natsCluster
         self.logics = logics
         self.comets = comets
         self.jobs = jobs
     }
 
-    public var processes: [ServerProcess] { jobs + comets.map(\.process) + logics.map(\.process) + [nats, redis] }
+    public var processes: [ServerProcess] {
+        jobs + comets.map(\.process) + logics.map(\.process) + (natsCluster?.nodes.map(\.process) ?? [nats]) + [redis]
+    }
 
     /// Starts the cluster, waits until every part sees every other, runs `body`, and stops every process whatever
     /// happens (a process's output is attached to the failure when the cluster does not come up).
@@ -92,8 +104,21 @@ public final class Stack: Sendable {
     private static func start(_ options: Options, track: (ServerProcess) -> Void) async throws -> Stack {
         let redis = try await TestServers.redis()
         track(redis)
-        let nats = try await TestServers.nats(jetStream: true)
-        track(nats)
+        let nats: ServerProcess
+        let natsCluster: NATSCluster?
+        let natsURLs: [String]
+        if options.natsNodes > 1 {
+            let cluster = try await NATSCluster.start(size: options.natsNodes)
+            cluster.nodes.forEach { track($0.process) }
+            natsCluster = cluster
+            nats = cluster.nodes[0].process
+            natsURLs = cluster.urls
+        } else {
+            nats = try await TestServers.nats(jetStream: true)
+            track(nats)
+            natsCluster = nil
+            natsURLs = ["nats://127.0.0.1:\(nats.port)"]
+        }
         let shared = [
             "GOIM_REDIS_ADDR": "127.0.0.1:\(redis.port)",
             "GOIM_REGISTRY_TTL": registryTTL,
@@ -102,10 +127,11 @@ public final class Stack: Sendable {
             // Every stack runs with the internal secret: job → comet and comet → logic calls carry it.
             "GOIM_RPCAUTH_SECRET": "stack-\(UUID().uuidString)",
         ]
-        let natsShared = [
-            "GOIM_NATS_URLS": "nats://127.0.0.1:\(nats.port)",
+        var natsShared = [
+            "GOIM_NATS_URLS": natsURLs.joined(separator: ","),
             "GOIM_NATS_MAXBYTES": "\(64 << 20)",
         ]
+        if natsCluster != nil { natsShared["GOIM_NATS_REPLICAS"] = "\(options.natsReplicas)" }
 
         var logics: [Logic] = []
         for index in 0..<options.logics {
@@ -175,7 +201,9 @@ public final class Stack: Sendable {
             jobs.append(process)
         }
 
-        let stack = Stack(redis: redis, nats: nats, logics: logics, comets: comets, jobs: jobs, jobMonitorPorts: jobMonitorPorts)
+        let stack = Stack(
+            redis: redis, nats: nats, natsCluster: natsCluster, logics: logics, comets: comets, jobs: jobs,
+            jobMonitorPorts: jobMonitorPorts)
         try await stack.waitUntilReady()
         return stack
     }
