@@ -77,7 +77,7 @@ final class HTTPPoster: Sendable {
         token: String = ProcessInfo.processInfo.environment["GOIM_PUSH_TOKEN"] ?? ""
     ) async throws -> HTTPPoster {
         let channel = try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.pipeline.addHTTPClientHandlers().flatMap { channel.pipeline.addHandler(ResponseHandler()) }
             }

@@ -82,12 +82,12 @@ enum Listeners {
         if socketOptions {
             let tcp = configuration.tcp
             bootstrap = bootstrap
-                .childChannelOption(.socketOption(.tcp_nodelay), value: tcp.noDelay ? 1 : 0)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: tcp.noDelay ? 1 : 0)
                 .childChannelOption(.socketOption(.so_keepalive), value: tcp.keepalive ? 1 : 0)
             if tcp.sndbuf > 0 { bootstrap = bootstrap.childChannelOption(.socketOption(.so_sndbuf), value: .init(tcp.sndbuf)) }
             if tcp.rcvbuf > 0 { bootstrap = bootstrap.childChannelOption(.socketOption(.so_rcvbuf), value: .init(tcp.rcvbuf)) }
         } else {
-            bootstrap = bootstrap.childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            bootstrap = bootstrap.childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
         }
         return bootstrap
     }

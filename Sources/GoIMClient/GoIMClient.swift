@@ -121,7 +121,7 @@ public final class GoIMClient: Sendable {
 
         var bootstrap = ClientBootstrap(group: eventLoopGroup)
             .connectTimeout(connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
         if let receiveBufferSize {
             bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: .init(receiveBufferSize))
         }
