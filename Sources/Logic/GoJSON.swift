@@ -1,3 +1,4 @@
+import Primitives
 /// A tiny JSON writer that produces the bytes Go's `encoding/json` produces for goim's replies: object keys
 /// in the order given (struct field order, or sorted for Go maps), `<`, `>`, `&`, U+2028 and U+2029 escaped
 /// as `\u003c`…, invalid UTF-8 replaced by U+FFFD, float32 values in their shortest form.
@@ -69,29 +70,6 @@ enum GoJSON: Sendable, Equatable {
     }
 
     static func quote(_ string: String, into out: inout String) {
-        out += "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "<", ">", "&", "\u{2028}", "\u{2029}":
-                out += "\\u" + hex4(scalar.value)
-            default:
-                if scalar.value < 0x20 {
-                    out += "\\u" + hex4(scalar.value)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
-    }
-
-    private static func hex4(_ value: UInt32) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+        JSONText.quote(string, into: &out)
     }
 }

@@ -1,3 +1,5 @@
+import Primitives
+
 /// One condition a service needs to do its work (`redis`, `nats`, `listeners`, `registry`): a name and a check that
 /// says what is wrong, or nil when nothing is.
 public struct HealthProbe: Sendable {
@@ -70,21 +72,5 @@ public struct HealthReport: Sendable, Equatable {
     /// The liveness answer: the process serves requests.
     public static let aliveJSON = #"{"status":"ok"}"#
 
-    static func quote(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ text: String) -> String { JSONText.quoted(text) }
 }
