@@ -96,16 +96,9 @@ extension FaultScenarioTests {
             prepare: Self.separateLeaderFromLogic
         ) { stack, _ in
             let cluster = try #require(stack.natsCluster)
-            let before = Self.placement(cluster)
-            let server = try #require(cluster.nodes(servingClient: Self.logicClient).first)
-            let killedAt = ContinuousClock.now
-            await server.process.kill9()
-            try await eventually("logic reconnected to another server", timeout: .seconds(30)) {
-                cluster.nodes(servingClient: Self.logicClient).contains { $0.name != server.name }
-            }
-            let reconnected = "logic reconnected after \(DeliveryReport.format(.now - killedAt))"
+            let killed = try await Self.killServer(of: Self.logicClient, named: "logic", in: cluster)
             try await Task.sleep(for: .seconds(1))
-            return ["before: \(before); killed \(server.name)", reconnected, "after: \(Self.placement(cluster))"]
+            return [killed.before, killed.reconnected, "after: \(Self.placement(cluster))"]
         }
         #expect(report.lost == 0, "\(report)")
         #expect(report.notAcknowledged == 0, "\(report)")
@@ -127,23 +120,32 @@ extension FaultScenarioTests {
             }
         ) { stack, _ in
             let cluster = try #require(stack.natsCluster)
-            let before = Self.placement(cluster)
-            let server = try #require(cluster.nodes(servingClient: Self.jobClient).first)
-            let killedAt = ContinuousClock.now
-            await server.process.kill9()
-            try await eventually("job reconnected to another server", timeout: .seconds(30)) {
-                cluster.nodes(servingClient: Self.jobClient).contains { $0.name != server.name }
-            }
-            let reconnected = "job reconnected after \(DeliveryReport.format(.now - killedAt))"
+            let killed = try await Self.killServer(of: Self.jobClient, named: "job", in: cluster)
+            let (server, killedAt) = (killed.server, killed.at)
             try await eventually("a consumer leader on a running server", timeout: .seconds(30)) {
                 let leader = cluster.leaders(Self.pushStream).consumers[Self.durable]
                 return leader != nil && leader != server.name
             }
             let elected = "consumer leader on a running server after \(DeliveryReport.format(.now - killedAt))"
             try await Task.sleep(for: .seconds(1))
-            return ["before: \(before); killed \(server.name)", reconnected, elected, "after: \(Self.placement(cluster))"]
+            return [killed.before, killed.reconnected, elected, "after: \(Self.placement(cluster))"]
         }
         #expect(report.lost == 0, "\(report)")
         #expect(report.notAcknowledged == 0, "\(report)")
+    }
+
+    /// Kills -9 the node `client` is connected to and waits until the client is on another one; returns the node, when
+    /// it was killed, and report lines (the placement before, how long the reconnect took).
+    static func killServer(
+        of client: String, named name: String, in cluster: NATSCluster
+    ) async throws -> (server: NATSCluster.Node, at: ContinuousClock.Instant, before: String, reconnected: String) {
+        let before = placement(cluster)
+        let server = try #require(cluster.nodes(servingClient: client).first)
+        let killedAt = ContinuousClock.now
+        await server.process.kill9()
+        try await eventually("\(name) reconnected to another server", timeout: .seconds(30)) {
+            cluster.nodes(servingClient: client).contains { $0.name != server.name }
+        }
+        return (server, killedAt, "before: \(before); killed \(server.name)", "\(name) reconnected after \(DeliveryReport.format(.now - killedAt))")
     }
 }
