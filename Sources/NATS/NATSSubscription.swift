@@ -85,6 +85,9 @@ public final class NATSSubscription: AsyncSequence, @unchecked Sendable {
         return dropped
     }
 
+    /// Messages handed to this subscription's buffer and not yet read (at most its `bufferSize`).
+    public var bufferedMessages: Int { delivery.buffered }
+
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(base: stream.makeAsyncIterator(), delivery: delivery)
     }
@@ -108,6 +111,9 @@ final class SubscriptionDelivery: Sendable {
     /// traps when a semaphore is freed below its initial value.
     private let slots = DispatchSemaphore(value: 0)
     private let stopped = Atomic<Bool>(false)
+    private let waiting = Atomic<Int>(0)
+
+    var buffered: Int { waiting.load(ordering: .relaxed) }
 
     init(continuation: AsyncStream<NATSMessage>.Continuation, bufferSize: Int) {
         self.continuation = continuation
@@ -122,10 +128,12 @@ final class SubscriptionDelivery: Sendable {
             slots.signal()
             return
         }
+        waiting.add(1, ordering: .relaxed)
         continuation.yield(message)
     }
 
     func consumed() {
+        waiting.subtract(1, ordering: .relaxed)
         slots.signal()
     }
 

@@ -111,6 +111,8 @@ struct NATSConnectionTests {
             // Nobody reads: at most 4 wait in the buffer, 1 in the blocked callback and 16 in
             // libnats' queue; libnats drops all the others (a slow consumer).
             #expect(await eventually { subscription.droppedMessages >= 200 - 4 - 1 - 16 })
+            // libnats' delivery thread may still be handing over the oldest ones on a busy machine.
+            #expect(await eventually { subscription.bufferedMessages == 4 })
             #expect(subscription.droppedMessages <= 200 - 16)
 
             subscription.unsubscribe()
