@@ -6,6 +6,7 @@ import LogicClient
 import NIOCore
 import NIOPosix
 import Atomics
+import Foundation
 import Primitives
 import Synchronization
 
@@ -44,6 +45,8 @@ final class Counters: Sendable {
     let rpcPushMsg = ManagedAtomic<Int>(0)
     let rpcBroadcast = ManagedAtomic<Int>(0)
     let rpcBroadcastRoom = ManagedAtomic<Int>(0)
+    /// `Users/Push` calls (swift-goim: pushes to users with history).
+    let rpcPushUsers = ManagedAtomic<Int>(0)
     /// Pushes delivered over all event loops, as of the last online report (the registry record carries it).
     let deliveredSnapshot = ManagedAtomic<Int>(0)
     /// `ConnectionHandler` objects alive (a leak check: it falls back to 0 once every client is gone).
@@ -125,6 +128,9 @@ final class Comet: Sendable {
     private let loopIndex: [ObjectIdentifier: Int]
     let buckets: Buckets
     let rooms = RoomDirectory()
+    /// Every authenticated user (mid ≠ 0) with its connections, by mid: where pushes to users with history go
+    /// (`history.mids`). Kept apart from `rooms`: users are never reported as rooms.
+    let users = RoomDirectory()
     let admission: ConnectionAdmission
     var ips: IPTable { admission.ips }
     let logic: any LogicAPI
@@ -307,9 +313,61 @@ final class Comet: Sendable {
         let fill = sequencer.accept(epoch: epoch, body: body, packets: packets) { run in
             written += enqueue(run, room: id)
         }
-        if fill { scheduleGapFill(room: id, sequencer) }
+        if fill { scheduleGapFill(.room(id), sequencer) }
         guard let first = written.first else { return }
         try? await EventLoopFuture.andAllComplete(written, on: first.eventLoop).get()
+    }
+
+    /// `swiftgoim.comet.Users/Push`: one message to users with history, each with its own offset. Users without
+    /// connections here are skipped; a user's messages pass through its own `RoomSequencer` (offset order, no
+    /// duplicates, gaps read from history) exactly as a room's, then go to its connections that watch the operation.
+    /// A user without an offset (job could not write its history) gets goim's bytes, unordered.
+    func pushUsers(operation: Int32, body: Data, users targets: [Swiftgoim_Comet_UserOffset]) async {
+        var written: [EventLoopFuture<Void>] = []
+        var plain: Push?
+        for target in targets {
+            let id = String(target.mid)
+            guard target.mid != 0, let info = users.info(for: id) else { continue }
+            guard target.offset > 0, target.offset <= UInt64(Int32.max), !target.epoch.isEmpty else {
+                let push = plain ?? {
+                    // goim's job's envelope of a push to keys: op 9 around one inner packet with seq 0.
+                    var inner = ByteBuffer()
+                    RawBatch.append(operation: Operation(operation), body: body, to: &inner)
+                    return Push(rawBody: inner)
+                }()
+                plain = push
+                for box in loops {
+                    written.append(box.eventLoop.submit { box.value.pushToUser(id, operation: operation, push: push) })
+                }
+                continue
+            }
+            var packet = ByteBuffer()
+            OffsetPackets.append(offset: target.offset, operation: operation, body: body, to: &packet)
+            let sequencer = info.sequencer(maxHeld: configuration.history.maxHeld, counters: counters)
+            let fill = sequencer.accept(
+                epoch: target.epoch, body: packet, packets: [OffsetPackets.Item(offset: target.offset, bytes: packet)]
+            ) { run in
+                written += enqueue(run, user: id)
+            }
+            if fill { scheduleGapFill(.user(target.mid), sequencer) }
+        }
+        guard let first = written.first else { return }
+        try? await EventLoopFuture.andAllComplete(written, on: first.eventLoop).get()
+    }
+
+    /// Hands a run of a user's stream to every loop, one message at a time (each has its own operation, which each
+    /// connection's watch set filters; goim sent each push to keys on its own).
+    func enqueue(_ run: OffsetRun, user id: String) -> [EventLoopFuture<Void>] {
+        var written: [EventLoopFuture<Void>] = []
+        for item in OffsetPackets.split(run.body) ?? [] {
+            let operation = item.bytes.getInteger(at: item.bytes.readerIndex + 8, as: Int32.self) ?? 0
+            var push = StreamPush(run: OffsetRun(epoch: run.epoch, first: item.offset, last: item.offset, body: item.bytes))
+            push.operation = operation
+            for box in loops {
+                written.append(box.eventLoop.submit { box.value.pushToUser(id, stream: push) })
+            }
+        }
+        return written
     }
 
     /// Hands a run to every loop (in the caller's order: each loop's task queue keeps it).
@@ -324,9 +382,39 @@ final class Comet: Sendable {
         return written
     }
 
+    /// A stream with history on this comet: a room, or the pushes to one user.
+    enum StreamKey: Sendable, CustomStringConvertible {
+        case room(String)
+        case user(Int64)
+
+        var description: String {
+            switch self {
+            case .room(let id): "room \(id)"
+            case .user(let mid): "user \(mid)"
+            }
+        }
+    }
+
+    /// The stream's history after offset `since` of `epoch`, through logic.
+    func history(
+        _ key: StreamKey, since: UInt64, epoch: String, limit: Int32
+    ) async throws -> Swiftgoim_Logic_HistoryReply {
+        switch key {
+        case .room(let id): try await logic.roomHistory(room: id, since: since, epoch: epoch, limit: limit)
+        case .user(let mid): try await logic.midHistory(mid: mid, since: since, epoch: epoch, limit: limit)
+        }
+    }
+
+    private func enqueue(_ run: OffsetRun, _ key: StreamKey) -> [EventLoopFuture<Void>] {
+        switch key {
+        case .room(let id): enqueue(run, room: id)
+        case .user(let mid): enqueue(run, user: String(mid))
+        }
+    }
+
     /// Waits `history.gapWait`, then reads the missing offsets from history through logic and passes on what is in
     /// order (skipping what history no longer has), as long as a gap remains.
-    private func scheduleGapFill(room id: String, _ sequencer: RoomSequencer) {
+    private func scheduleGapFill(_ key: StreamKey, _ sequencer: RoomSequencer) {
         let wait = configuration.history.gapWait
         let limit = configuration.history.maxHeld
         logicCalls.spawn(limited: false) {
@@ -344,18 +432,18 @@ final class Comet: Sendable {
                 var found: [OffsetPackets.Item] = []
                 do {
                     let missing = Int32(clamping: min(UInt64(limit), before - since - 1))
-                    let reply = try await self.logic.roomHistory(room: id, since: since, epoch: epoch, limit: missing)
+                    let reply = try await self.history(key, since: since, epoch: epoch, limit: missing)
                     if reply.epoch == epoch { found = Self.items(reply.messages) }
                     self.counters.increment(\.gapFills)
                 } catch {
                     self.counters.increment(\.logicErrors)
-                    self.logger.warning("cannot read room history to fill a gap; skipping it", metadata: [
-                        "goim.room": "\(id)", "goim.since": "\(since)", "error": "\(error)",
+                    self.logger.warning("cannot read history to fill a gap; skipping it", metadata: [
+                        "goim.stream": "\(key)", "goim.since": "\(since)", "error": "\(error)",
                     ])
                 }
                 var written: [EventLoopFuture<Void>] = []
                 let again = sequencer.fill(epoch: epoch, since: since, before: before, found: found) { run in
-                    written += self.enqueue(run, room: id)
+                    written += self.enqueue(run, key)
                 }
                 if !again { return }
                 pause = wait

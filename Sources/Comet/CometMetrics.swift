@@ -37,6 +37,7 @@ enum CometMetrics {
             t.mirror("goim_comet_rpc_pushes_total", "Push RPCs received from job (one per call, whatever the recipients).", labels: [("rpc", name)])
         }
         let pushMsg = rpc("PushMsg"), broadcast = rpc("Broadcast"), broadcastRoom = rpc("BroadcastRoom")
+        let pushUsers = rpc("Users.Push")
         let direct = t.mirror("goim_comet_deliveries_total", "Pushes written to clients, one per recipient, by write path.", labels: [("path", "direct")])
         let nio = t.mirror("goim_comet_deliveries_total", "Pushes written to clients, one per recipient, by write path.", labels: [("path", "nio")])
         let bytes = t.mirror("goim_comet_delivered_bytes_total", "Bytes of pushes written to clients (frames included).")
@@ -84,6 +85,7 @@ enum CometMetrics {
             pushMsg.update(to: load(\.rpcPushMsg))
             broadcast.update(to: load(\.rpcBroadcast))
             broadcastRoom.update(to: load(\.rpcBroadcastRoom))
+            pushUsers.update(to: load(\.rpcPushUsers))
             duplicates.update(to: load(\.offsetDuplicates))
             held.update(to: load(\.offsetsHeld))
             skipped.update(to: load(\.offsetsSkipped))
@@ -166,5 +168,9 @@ struct MeasuredLogic: LogicAPI {
 
     func roomHistory(room: String, since: UInt64, epoch: String, limit: Int32) async throws -> Swiftgoim_Logic_HistoryReply {
         try await historyCall.measure { try await base.roomHistory(room: room, since: since, epoch: epoch, limit: limit) }
+    }
+
+    func midHistory(mid: Int64, since: UInt64, epoch: String, limit: Int32) async throws -> Swiftgoim_Logic_HistoryReply {
+        try await historyCall.measure { try await base.midHistory(mid: mid, since: since, epoch: epoch, limit: limit) }
     }
 }

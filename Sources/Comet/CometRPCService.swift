@@ -49,3 +49,15 @@ struct CometRPCService: Goim_Comet_Comet.SimpleServiceProtocol {
         return reply
     }
 }
+
+/// `swiftgoim.comet.Users` (swift-goim's own service, Protos/users.proto): pushes to users whose pushes keep history
+/// (`history.mids`), sent by job to every comet. Returns once the loops have written it, as `PushMsg`.
+struct UsersRPCService: Swiftgoim_Comet_Users.SimpleServiceProtocol {
+    let comet: Comet
+
+    func push(request: Swiftgoim_Comet_UserPushReq, context: ServerContext) async throws -> Swiftgoim_Comet_UserPushReply {
+        comet.counters.increment(\.rpcPushUsers)
+        await comet.pushUsers(operation: request.op, body: request.body, users: request.users)
+        return Swiftgoim_Comet_UserPushReply()
+    }
+}

@@ -109,7 +109,7 @@ public final class CometServer: Sendable {
                     logger: logger)
             ]
             rpc = GRPCServerService(
-                name: "goim.comet.Comet", address: rpcSection.addr, services: [CometRPCService(comet: comet)],
+                name: "goim.comet.Comet", address: rpcSection.addr, services: [CometRPCService(comet: comet), UsersRPCService(comet: comet)],
                 options: rpcOptions, eventLoopGroup: group, logger: logger)
             listeners = ListenersService(comet: comet, tls: tls)
 

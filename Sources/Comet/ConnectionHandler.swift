@@ -82,6 +82,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Position in `room.members`.
     var roomIndex = -1
     private var room: LoopRoom?
+    /// Position in `user.members`: this connection's user (mid ≠ 0) and its other connections on this loop.
+    var userIndex = -1
+    private var user: LoopRoom?
     private(set) var mid: Int64 = 0
     private(set) var key = ""
     /// The WebSocket `Cookie` header, passed to Logic `Connect`.
@@ -94,6 +97,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var recoveryRequest: RecoveryRequest?
     /// Where a recovery-aware client is with its room's stream.
     private var stream = StreamPhase.none
+    /// Where it is with its user's stream (pushes to its mid with history), when it asked (`recover.mid`).
+    private var userStream = StreamPhase.none
     /// Counts recoveries started: an answer for an earlier one (the client changed rooms meanwhile) only gets its reply.
     private var recoveryGeneration: UInt32 = 0
 
@@ -405,12 +410,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         inBucket = true
         if !reply.roomID.isEmpty { join(reply.roomID) }
+        if mid != 0 { user = loop.join(self, user: mid, directory: comet.users) }
         comet.repairRoutingIfRaced(mid: mid, key: key, connectStarted: connectStarted, connection: id)
 
-        if let recoveryRequest, !reply.roomID.isEmpty {
-            // A recovery-aware client: its op 8 says where it stands in the room's history, so it is written once the
-            // history read is back (`recovered`); live messages of the room wait for it meanwhile.
-            startRecovery(room: reply.roomID, request: recoveryRequest, replyOperation: .authReply, version: version, sequence: sequence)
+        if let recoveryRequest, !reply.roomID.isEmpty || (recoveryRequest.mid != nil && mid != 0) {
+            // A recovery-aware client: its op 8 says where it stands in the room's (and its user's) history, so it is
+            // written once the history reads are back (`recovered`); live messages wait for it meanwhile.
+            startRecovery(
+                room: reply.roomID, request: recoveryRequest, user: mid != 0 ? recoveryRequest.mid : nil,
+                replyOperation: .authReply, version: version, sequence: sequence)
         } else {
             // op 8, ver/seq echoed, empty body (goim) unless the client asked for its key. Written after the bucket and
             // room registration (goim wrote it first), so a client that has its op 8 is already counted and reachable;
@@ -651,28 +659,100 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// The client already is a member of the room: whatever reaches the room from now on waits in `stream`, and
     /// whatever reached it before is in the history read (job writes history before any comet sees a message), so
     /// nothing falls between the two.
+    /// With `user` (at auth only), the user's stream is read the same way, after the room's.
     private func startRecovery(
-        room: String, request: RecoveryRequest, replyOperation: Operation, version: Int16, sequence: Int32
+        room: String, request: RecoveryRequest, user position: StreamPosition? = nil, replyOperation: Operation,
+        version: Int16, sequence: Int32
     ) {
         stream = .recovering(waiting: [])
+        if position != nil { userStream = .recovering(waiting: []) }
         recoveryGeneration &+= 1
         let generation = recoveryGeneration
         let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
         let logic = comet.logic
-        let limit = request.wantsRecovery ? Int32(clamping: comet.configuration.history.recoverLimit) : 0
+        let recoverLimit = Int32(clamping: comet.configuration.history.recoverLimit)
+        let mid = self.mid
         comet.logicCalls.spawn(limited: false) {
             let result: Result<Swiftgoim_Logic_HistoryReply, any Error>
             do {
-                result = .success(try await logic.roomHistory(
-                    room: room, since: request.wantsRecovery ? request.offset : 0, epoch: request.epoch, limit: limit))
+                result = .success(room.isEmpty ? Swiftgoim_Logic_HistoryReply() : try await logic.roomHistory(
+                    room: room, since: request.wantsRecovery ? request.offset : 0, epoch: request.epoch,
+                    limit: request.wantsRecovery ? recoverLimit : 0))
             } catch {
                 result = .failure(error)
             }
-            bound.eventLoop.execute {
-                bound.value.recovered(
-                    result, room: room, request: request, generation: generation, replyOperation: replyOperation,
-                    version: version, sequence: sequence)
+            var read: Result<Swiftgoim_Logic_HistoryReply, any Error>?
+            if let position {
+                do {
+                    read = .success(try await logic.midHistory(
+                        mid: mid, since: position.wantsRecovery ? position.offset : 0, epoch: position.epoch,
+                        limit: position.wantsRecovery ? recoverLimit : 0))
+                } catch {
+                    read = .failure(error)
+                }
             }
+            let userResult = read
+            bound.eventLoop.execute {
+                let userRecovery = position.flatMap { position in
+                    userResult.map { bound.value.recoveredUser($0, position: position) }
+                }
+                bound.value.recovered(
+                    result, room: room, request: request, user: userRecovery, generation: generation,
+                    replyOperation: replyOperation, version: version, sequence: sequence)
+            }
+        }
+    }
+
+    /// What a user stream's recovery gives: op 8's `mid` member, the missed messages, and the live ones that waited.
+    struct UserRecovery {
+        var reply: RecoveryReply.Mid
+        var missed: [OffsetPackets.Item]
+        var waiting: [StreamPush]
+    }
+
+    /// Takes the user stream's history read: the client is live on its user's stream from here on.
+    private func recoveredUser(_ result: Result<Swiftgoim_Logic_HistoryReply, any Error>, position: StreamPosition) -> UserRecovery {
+        var waiting: [StreamPush] = []
+        if case .recovering(let held) = userStream { waiting = held }
+        var recovery = UserRecovery(
+            reply: .init(epoch: "", offset: 0, recovering: position.wantsRecovery, recovered: false), missed: [],
+            waiting: waiting)
+        switch result {
+        case .success(let history) where history.enabled:
+            let top = max(history.top, history.messages.last?.offset ?? 0)
+            recovery.reply.epoch = history.epoch
+            recovery.reply.offset = top
+            recovery.reply.recovered = position.wantsRecovery && history.complete
+            recovery.missed = Comet.items(history.messages)
+            if position.wantsRecovery {
+                comet.counters.increment(history.complete ? \.recoveries : \.recoveriesIncomplete)
+            }
+            // As for a room: this comet's order of the user's messages starts after what was read at the latest.
+            if !history.epoch.isEmpty, let user {
+                user.info.sequencer(maxHeld: comet.configuration.history.maxHeld, counters: comet.counters)
+                    .start(epoch: history.epoch, after: top)
+            }
+            userStream = .live(epoch: history.epoch, through: top)
+        case .success:
+            userStream = .live(epoch: "", through: 0)
+        case .failure(let error):
+            comet.counters.increment(\.recoveryFailures)
+            comet.logger.warning(
+                "cannot read user history for a recovering client", metadata: logMetadata.merging(["error": "\(error)"]) { $1 })
+            userStream = .live(epoch: "", through: 0)
+        }
+        return recovery
+    }
+
+    /// The user stream's missed messages (those the connection watches), each as goim's job sends a push to keys.
+    private func writeMissed(_ recovery: UserRecovery) {
+        for item in recovery.missed {
+            let operation = item.bytes.getInteger(at: item.bytes.readerIndex + 8, as: Int32.self) ?? 0
+            guard watch.contains(operation) else { continue }
+            let bytes = Push(rawBody: item.bytes, allocator: channel.allocator).bytes(for: transport)
+            output?.write(NIOAny(bytes), promise: nil)
+            loop.delivered += 1
+            loop.bytesWritten &+= bytes.readableBytes
         }
     }
 
@@ -681,25 +761,28 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// changed rooms meanwhile) only writes its reply.
     private func recovered(
         _ result: Result<Swiftgoim_Logic_HistoryReply, any Error>, room id: String, request: RecoveryRequest,
-        generation: UInt32, replyOperation: Operation, version: Int16, sequence: Int32
+        user: UserRecovery?, generation: UInt32, replyOperation: Operation, version: Int16, sequence: Int32
     ) {
         guard state == .open else { return }
-        let current = generation == recoveryGeneration && room?.info.id == id
+        let current = generation == recoveryGeneration && (id.isEmpty ? room == nil : room?.info.id == id)
         guard current, case .recovering(let waiting) = stream else {
             nioMayHoldBytes = true
-            output?.writeAndFlush(
+            output?.write(
                 NIOAny(Wire.packet(
                     operation: replyOperation, version: version, sequence: sequence,
                     body: RecoveryReply(
                         key: replyOperation == .authReply && returnKey ? key : nil, room: id, epoch: "", offset: 0,
-                        recovering: request.wantsRecovery, recovered: false
+                        recovering: request.wantsRecovery, recovered: false, mid: user?.reply
                     ).body, transport: transport, allocator: channel.allocator)),
                 promise: nil)
+            if let user { writeMissed(user) }
+            output?.flush()
+            for push in user?.waiting ?? [] { deliverToUser(push) }
             return
         }
         var reply = RecoveryReply(
             key: replyOperation == .authReply && returnKey ? key : nil, room: id, epoch: "", offset: 0,
-            recovering: request.wantsRecovery, recovered: false)
+            recovering: request.wantsRecovery, recovered: false, mid: user?.reply)
         var missed: ByteBuffer?
         switch result {
         case .success(let history) where history.enabled:
@@ -741,8 +824,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             loop.delivered += 1
             loop.bytesWritten &+= bytes.readableBytes
         }
+        if let user { writeMissed(user) }
         output?.flush()
         for push in waiting { deliver(push) }
+        for push in user?.waiting ?? [] { deliverToUser(push) }
         trace("recovery room:\(id) epoch:\(reply.epoch) offset:\(reply.offset) recovered:\(reply.recovered)")
     }
 
@@ -812,14 +897,24 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// A run of a room with history: goim's bytes to goim's clients; to a recovery-aware client the bytes with offsets,
     /// without what it already has, held while its recovery read is in flight.
     func deliver(_ push: StreamPush) {
-        switch stream {
+        deliver(push, phase: &stream)
+    }
+
+    /// A message of this connection's user stream (pushes to its mid with history), if it watches the operation.
+    func deliverToUser(_ push: StreamPush) {
+        guard watches(push.operation) else { return }
+        deliver(push, phase: &userStream)
+    }
+
+    private func deliver(_ push: StreamPush, phase: inout StreamPhase) {
+        switch phase {
         case .none:
             deliver(push.plain)
         case .recovering(var waiting):
             guard state == .open else { return }
-            stream = .none  // (no copy of the array while appending)
+            phase = .none  // (no copy of the array while appending)
             waiting.append(push)
-            stream = .recovering(waiting: waiting)
+            phase = .recovering(waiting: waiting)
         case .live(let epoch, let through):
             guard push.epoch == epoch, through > 0 else {
                 deliver(push.withOffsets)
@@ -881,6 +976,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
         loop.remove(self)
         comet.admission.release(ip: ip)
         leaveRoom()
+        if let user {
+            loop.leave(self, user: user, directory: comet.users)
+            self.user = nil
+        }
         var holder = false
         if inBucket {
             holder = comet.buckets.remove(key: key, id: id)

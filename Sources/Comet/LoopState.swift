@@ -20,6 +20,8 @@ final class LoopState {
     /// Every connection of this loop, from accept to close, in no order.
     private(set) var connections: ContiguousArray<ConnectionHandler> = []
     private(set) var rooms: [String: LoopRoom] = [:]
+    /// Each user's connections on this loop, by mid (decimal): where pushes to users with history go.
+    private(set) var users: [String: LoopRoom] = [:]
     /// Pushes written (one per recipient).
     var delivered = 0
     /// Pushes skipped because the recipient was a slow consumer.
@@ -74,32 +76,55 @@ final class LoopState {
 
     /// Adds `connection` to room `id` on this loop, counting it in `directory`.
     func join(_ connection: ConnectionHandler, room id: String, directory: RoomDirectory) -> LoopRoom {
+        Self.join(connection, id, directory, table: &rooms, index: \.roomIndex)
+    }
+
+    func leave(_ connection: ConnectionHandler, room: LoopRoom, directory: RoomDirectory) {
+        Self.leave(connection, room, directory, table: &rooms, index: \.roomIndex)
+    }
+
+    /// Adds `connection` to its user's connections (`mid`) on this loop.
+    func join(_ connection: ConnectionHandler, user mid: Int64, directory: RoomDirectory) -> LoopRoom {
+        Self.join(connection, String(mid), directory, table: &users, index: \.userIndex)
+    }
+
+    func leave(_ connection: ConnectionHandler, user: LoopRoom, directory: RoomDirectory) {
+        Self.leave(connection, user, directory, table: &users, index: \.userIndex)
+    }
+
+    private static func join(
+        _ connection: ConnectionHandler, _ id: String, _ directory: RoomDirectory, table: inout [String: LoopRoom],
+        index: ReferenceWritableKeyPath<ConnectionHandler, Int>
+    ) -> LoopRoom {
         let info = directory.join(id)
         let room: LoopRoom
-        if let existing = rooms[id] {
+        if let existing = table[id] {
             room = existing
         } else {
             room = LoopRoom(info: info)
-            rooms[id] = room
+            table[id] = room
         }
-        connection.roomIndex = room.members.count
+        connection[keyPath: index] = room.members.count
         room.members.append(connection)
         return room
     }
 
-    func leave(_ connection: ConnectionHandler, room: LoopRoom, directory: RoomDirectory) {
-        let index = connection.roomIndex
+    private static func leave(
+        _ connection: ConnectionHandler, _ room: LoopRoom, _ directory: RoomDirectory, table: inout [String: LoopRoom],
+        index indexPath: ReferenceWritableKeyPath<ConnectionHandler, Int>
+    ) {
+        let index = connection[keyPath: indexPath]
         if index >= 0, index < room.members.count, room.members[index] === connection {
             let last = room.members.removeLast()
             if index < room.members.count {
                 room.members[index] = last
-                last.roomIndex = index
+                last[keyPath: indexPath] = index
             }
-            if room.members.isEmpty, rooms[room.info.id] === room {
-                rooms.removeValue(forKey: room.info.id)
+            if room.members.isEmpty, table[room.info.id] === room {
+                table.removeValue(forKey: room.info.id)
             }
         }
-        connection.roomIndex = -1
+        connection[keyPath: indexPath] = -1
         directory.leave(room.info)
     }
 
@@ -119,6 +144,23 @@ final class LoopState {
         guard let room = rooms[id] else { return }
         for member in room.members {
             member.deliver(push)
+        }
+    }
+
+    /// Writes a push to user `id` (mid) without an offset to its connections on this loop that watch `operation`.
+    func pushToUser(_ id: String, operation: Int32, push: Push) {
+        guard let user = users[id] else { return }
+        for member in user.members {
+            member.pushIfWatching(operation, push)
+        }
+    }
+
+    /// Writes one message of user `id`'s stream to its connections on this loop that watch its operation, each in
+    /// the form it asked for.
+    func pushToUser(_ id: String, stream push: StreamPush) {
+        guard let user = users[id] else { return }
+        for member in user.members {
+            member.deliverToUser(push)
         }
     }
 

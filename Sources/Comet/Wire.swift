@@ -131,6 +131,8 @@ struct StreamPush: Sendable {
     var last: UInt64
     var withOffsets: Push
     var plain: Push
+    /// The operation of a user stream's message (one message per push; watch sets filter them). 0 for room runs.
+    var operation: Int32 = 0
 
     init(run: OffsetRun, allocator: ByteBufferAllocator = ByteBufferAllocator()) {
         epoch = run.epoch

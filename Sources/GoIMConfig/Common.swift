@@ -324,6 +324,9 @@ public struct HistoryLimits: Sendable, Equatable {
 public struct HistorySection: Sendable, Equatable {
     /// By room type: the `live` of `live://1000`.
     public var rooms: [String: HistoryLimits] = [:]
+    /// Pushes addressed to users (`/goim/push/mids`) keep history: each user's newest `size`, for `ttl` after the
+    /// last one (`mids = "100:24h"`, `GOIM_HISTORY_MIDS`). nil: goim's behaviour (routed to the users' comets only).
+    public var mids: HistoryLimits?
     /// Most messages one history read returns (HTTP `limit`, a connection's recovery).
     public var maxRead: Int = 1000
 
@@ -351,6 +354,23 @@ public struct HistorySection: Sendable, Equatable {
             let type = parts[0].lowercased()
             if rooms[type] != nil { s.invalid("rooms", "\"\(entry)\"", "room type \"\(type)\" is listed twice") }
             rooms[type] = HistoryLimits(size: size, ttl: ttl)
+        }
+        let users = s.string("mids", default: "").trimmingCharacters(in: .whitespaces)
+        if !users.isEmpty {
+            let parts = users.split(separator: ":", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
+            if parts.count != 2 {
+                s.invalid("mids", "\"\(users)\"", "expected \"size:ttl\", e.g. \"100:24h\" (\"\" keeps no user history)")
+            } else if let size = Int(parts[0]), (1...1_000_000).contains(size) {
+                if let ttl = GoDuration.parse(parts[1]), ttl >= .seconds(1) {
+                    mids = HistoryLimits(size: size, ttl: ttl)
+                } else {
+                    s.invalid("mids", "\"\(users)\"", "the ttl must be a duration of at least 1s, e.g. \"24h\"")
+                }
+            } else {
+                s.invalid("mids", "\"\(users)\"", "the size (messages kept per user) must be an integer in 1...1000000")
+            }
         }
     }
 

@@ -11,10 +11,14 @@ public struct RecoveryRequest: Sendable, Equatable {
     public var epoch: String
     /// The last offset the client received in that epoch.
     public var offset: UInt64
+    /// `"recover": {…, "mid": {"epoch": "…", "offset": N}}`: the client also wants the pushes addressed to its user
+    /// (mid) with offsets, and what its user's history holds after `offset` (history.mids). nil: it gets them as goim's.
+    public var mid: StreamPosition?
 
-    public init(epoch: String, offset: UInt64) {
+    public init(epoch: String, offset: UInt64, mid: StreamPosition? = nil) {
         self.epoch = epoch
         self.offset = offset
+        self.mid = mid
     }
 
     public var wantsRecovery: Bool { !epoch.isEmpty }
@@ -29,12 +33,9 @@ public struct RecoveryRequest: Sendable, Equatable {
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
             let recover = object["recover"] as? [String: Any]
         else { return nil }
-        let epoch = recover["epoch"] as? String ?? ""
-        var offset: UInt64 = 0
-        if let number = recover["offset"] as? NSNumber, let exact = UInt64(exactly: number.doubleValue) {
-            offset = exact
-        }
-        return RecoveryRequest(epoch: epoch, offset: offset)
+        let position = StreamPosition(recover)
+        return RecoveryRequest(
+            epoch: position.epoch, offset: position.offset, mid: (recover["mid"] as? [String: Any]).map(StreamPosition.init))
     }
 
     private static func contains(_ needle: [UInt8], in haystack: [UInt8]) -> Bool {
@@ -43,6 +44,29 @@ public struct RecoveryRequest: Sendable, Equatable {
             if haystack[start..<start + needle.count].elementsEqual(needle) { return true }
         }
         return false
+    }
+}
+
+/// Where a client stands in one stream with history: the epoch it last saw (empty: a first connect, nothing to
+/// recover) and the last offset it received in it.
+public struct StreamPosition: Sendable, Equatable {
+    public var epoch: String
+    public var offset: UInt64
+
+    public init(epoch: String, offset: UInt64) {
+        self.epoch = epoch
+        self.offset = offset
+    }
+
+    public var wantsRecovery: Bool { !epoch.isEmpty }
+
+    /// `{"epoch": "…", "offset": N}`; missing or mistyped members count as a first connect.
+    init(_ object: [String: Any]) {
+        epoch = object["epoch"] as? String ?? ""
+        offset = 0
+        if let number = object["offset"] as? NSNumber, let exact = UInt64(exactly: number.doubleValue) {
+            offset = exact
+        }
     }
 }
 
@@ -82,14 +106,34 @@ public struct RecoveryReply: Sendable, Equatable {
     public var recovering: Bool
     /// ... and got every message it missed.
     public var recovered: Bool
+    /// Where the client's user stream stands, when it asked (`recover.mid`): written as
+    /// `"mid":{"epoch":"…","offset":N,"recovering":…,"recovered":…}` at the end of the body.
+    public var mid: Mid?
 
-    public init(key: String?, room: String, epoch: String, offset: UInt64, recovering: Bool, recovered: Bool) {
+    public struct Mid: Sendable, Equatable {
+        public var epoch: String
+        public var offset: UInt64
+        public var recovering: Bool
+        public var recovered: Bool
+
+        public init(epoch: String, offset: UInt64, recovering: Bool, recovered: Bool) {
+            self.epoch = epoch
+            self.offset = offset
+            self.recovering = recovering
+            self.recovered = recovered
+        }
+    }
+
+    public init(
+        key: String?, room: String, epoch: String, offset: UInt64, recovering: Bool, recovered: Bool, mid: Mid? = nil
+    ) {
         self.key = key
         self.room = room
         self.epoch = epoch
         self.offset = offset
         self.recovering = recovering
         self.recovered = recovered
+        self.mid = mid
     }
 
     public var body: ByteBuffer {
@@ -103,7 +147,14 @@ public struct RecoveryReply: Sendable, Equatable {
         AuthBody.appendString(room, to: &out)
         out += Array(#","epoch":"#.utf8)
         AuthBody.appendString(epoch, to: &out)
-        out += Array(#","offset":\#(offset),"recovering":\#(recovering),"recovered":\#(recovered)}"#.utf8)
+        out += Array(#","offset":\#(offset),"recovering":\#(recovering),"recovered":\#(recovered)"#.utf8)
+        if let mid {
+            out += Array(#","mid":{"epoch":"#.utf8)
+            AuthBody.appendString(mid.epoch, to: &out)
+            out += Array(
+                #","offset":\#(mid.offset),"recovering":\#(mid.recovering),"recovered":\#(mid.recovered)}"#.utf8)
+        }
+        out.append(UInt8(ascii: "}"))
         return ByteBuffer(bytes: out)
     }
 }

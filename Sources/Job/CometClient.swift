@@ -14,6 +14,8 @@ public protocol CometRPC: Sendable {
     func pushMsg(_ request: Goim_Comet_PushMsgReq) async throws
     func broadcast(_ request: Goim_Comet_BroadcastReq) async throws
     func broadcastRoom(_ request: Goim_Comet_BroadcastRoomReq) async throws
+    /// `swiftgoim.comet.Users/Push`: a push to users whose pushes keep history (swift-goim's comets only).
+    func pushUsers(_ request: Swiftgoim_Comet_UserPushReq) async throws
     /// Rooms with at least one member on this comet.
     func rooms() async throws -> Set<String>
     /// Keeps the connection going until `shutdown()` (then returns once calls in flight ended).
@@ -93,6 +95,10 @@ public final class GRPCCometClient: CometRPC {
 
     public func broadcastRoom(_ request: Goim_Comet_BroadcastRoomReq) async throws {
         _ = try await stub.broadcastRoom(request, options: options)
+    }
+
+    public func pushUsers(_ request: Swiftgoim_Comet_UserPushReq) async throws {
+        _ = try await Swiftgoim_Comet_Users.Client(wrapping: client).push(request, options: options)
     }
 
     public func rooms() async throws -> Set<String> {

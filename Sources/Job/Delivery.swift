@@ -1,6 +1,7 @@
 import Foundation
 import GoIMProtocol
 import GoIMRPC
+import History
 import Logging
 import Telemetry
 import NIOCore
@@ -167,9 +168,39 @@ struct Delivery: Sendable {
             $0.proto = PushEncoding.envelope(operation: message.operation, body: message.msg)
             $0.speed = PushEncoding.speed(message.speed, comets: comets.count)
         }
-        return await withTaskGroup(of: (String, CallOutcome).self) { group in
-            for comet in comets {
-                group.addTask { (comet.hostname, await call(comet.hostname, rpc: "Broadcast") { try await $0.broadcast(request) }) }
+        return await toEvery(comets.map(\.hostname), rpc: "Broadcast") { try await $0.broadcast(request) }
+    }
+
+    /// A push to users with history (`PushMsg.mids`): `Users/Push` to every comet, each user with the offset its
+    /// history gave the message (`stamps`, in the order of `message.mids`; nil: not written, sent without one). A
+    /// comet holds any user's connections: the routing store is not consulted, so a user that connects while the
+    /// message is on its way gets it either live or from history (docs/history.md).
+    func pushUsers(_ message: Goim_Logic_PushMsg, stamps: [HistoryStamp?]) async -> DeliveryOutcome {
+        let comets = await pool.resolveAll()
+        guard !comets.isEmpty else { return .undeliverable("no comet is registered") }
+        let request = Swiftgoim_Comet_UserPushReq.with { request in
+            request.op = message.operation
+            request.body = message.msg
+            request.users = message.mids.enumerated().map { index, mid in
+                .with {
+                    $0.mid = mid
+                    if index < stamps.count, let stamp = stamps[index] {
+                        $0.offset = stamp.offset
+                        $0.epoch = stamp.epoch
+                    }
+                }
+            }
+        }
+        return await toEvery(comets.map(\.hostname), rpc: "Users.Push") { try await $0.pushUsers(request) }
+    }
+
+    /// One call to each comet at once; the outcome of them all.
+    private func toEvery(
+        _ hostnames: [String], rpc: String, _ body: @escaping @Sendable (any CometRPC) async throws -> Void
+    ) async -> DeliveryOutcome {
+        await withTaskGroup(of: (String, CallOutcome).self) { group in
+            for hostname in hostnames {
+                group.addTask { (hostname, await call(hostname, rpc: rpc, body)) }
             }
             var tally = OutcomeTally()
             for await (hostname, outcome) in group { tally.add(outcome, comet: hostname) }

@@ -51,8 +51,8 @@ public final class JobConsumer: Service, Sendable {
     /// Created when the consumer cannot bind because the stream does not exist yet (logic normally
     /// creates it); an existing stream is left as it is.
     let streamConfiguration: StreamConfiguration?
-    /// Gives room messages of rooms with history their offsets (nil: no room type keeps history).
-    let history: RoomHistoryWriter?
+    /// Gives messages of rooms and users with history their offsets (nil: nothing keeps history).
+    let history: HistoryWriter?
     private let stopping = Atomic<Bool>(false)
     /// What the consumer works with once bound (nil before and after): for `/metrics` and `/ready`.
     private let live = Mutex<(jetStream: JetStream, inFlight: InFlight)?>(nil)
@@ -63,8 +63,8 @@ public final class JobConsumer: Service, Sendable {
     ) {
         self.settings = settings
         self.history = history.flatMap {
-            $0.policy.rooms.isEmpty
-                ? nil : RoomHistoryWriter(policy: $0.policy, store: $0.store, statistics: statistics, logger: logger)
+            $0.policy.rooms.isEmpty && $0.policy.mids == nil
+                ? nil : HistoryWriter(policy: $0.policy, store: $0.store, statistics: statistics, logger: logger)
         }
         self.streamConfiguration = streamConfiguration
         self.nats = nats
@@ -243,22 +243,25 @@ public final class JobConsumer: Service, Sendable {
                     ticket.finish(.malformed("not a goim.logic.PushMsg: \(error)"))
                 }
             }
-            // Rooms with history: every message gets its offset before any of them goes out (one pipeline).
+            // Rooms and users with history: every message gets its offsets before any of them goes out (one pipeline).
             let stamps = await history?.stamp(admitted.map { ($0.message, $0.push) })
             for (index, item) in admitted.enumerated() {
                 await dispatch(
-                    item.push, ticket: item.ticket, stamp: stamps?[index], delivery: delivery, rooms: &rooms,
-                    deliveries: &deliveries)
+                    item.push, ticket: item.ticket, stamps: stamps?[index] ?? HistoryWriter.Stamps(), delivery: delivery,
+                    rooms: &rooms, deliveries: &deliveries)
             }
             rooms.sweepIfDue()
         }
     }
 
     private func dispatch(
-        _ push: Goim_Logic_PushMsg, ticket: Ticket, stamp: HistoryStamp?, delivery: Delivery, rooms: inout RoomTable,
-        deliveries: inout DiscardingTaskGroup
+        _ push: Goim_Logic_PushMsg, ticket: Ticket, stamps: HistoryWriter.Stamps, delivery: Delivery,
+        rooms: inout RoomTable, deliveries: inout DiscardingTaskGroup
     ) async {
+        let stamp = stamps.room
         switch push.type {
+        case .push where !push.mids.isEmpty:
+            deliveries.addTask { ticket.finish(await delivery.pushUsers(push, stamps: stamps.users)) }
         case .push:
             guard !push.server.isEmpty, !push.keys.isEmpty else {
                 ticket.finish(.malformed("PUSH without server or keys"))

@@ -116,6 +116,7 @@ public struct LogicHTTPResponder: HTTPResponder {
             case (.get, "/goim/nodes/weighted"): return nodesWeighted(request, context: context)
             case (.get, "/goim/nodes/instances"): return nodesInstances()
             case (.get, "/goim/history/room"): return try await historyRoom(request)
+            case (.get, "/goim/history/mid"): return try await historyMid(request)
             case (.get, "/admin"): return AdminPage.response()
             case (.get, "/goim/admin/summary"): return try adminSummary(request)
             case (.get, "/health"), (.get, "/ready"), (.get, "/metrics"): return await monitor.respond(path: path) ?? Self.notFound()
@@ -135,7 +136,7 @@ public struct LogicHTTPResponder: HTTPResponder {
     static let routes: [String: HTTPRequest.Method] = [
         "/goim/push/keys": .post, "/goim/push/mids": .post, "/goim/push/room": .post, "/goim/push/all": .post,
         "/goim/online/top": .get, "/goim/online/room": .get, "/goim/online/total": .get,
-        "/goim/nodes/weighted": .get, "/goim/nodes/instances": .get, "/goim/history/room": .get, "/health": .get,
+        "/goim/nodes/weighted": .get, "/goim/nodes/instances": .get, "/goim/history/room": .get, "/goim/history/mid": .get, "/health": .get,
         "/ready": .get, "/metrics": .get, "/admin": .get, "/goim/admin/summary": .get,
     ]
 
@@ -269,6 +270,35 @@ public struct LogicHTTPResponder: HTTPResponder {
         let query = QueryParameters(request.uri.query)
         let type = try query.string("type", required: true)
         let room = try query.string("room", required: true)
+        let (since, epoch, limit) = try Self.historyRange(query)
+        guard let history else {
+            throw LogicError.badParameter(parameter: "type", reason: "no room type keeps history ([history.rooms] is empty)")
+        }
+        let reply = try await history.room(LogicCore.roomKey(type: type, room: room), since: since, epoch: epoch, limit: limit)
+        guard reply.enabled else {
+            throw LogicError.badParameter(parameter: "type", reason: "rooms of type \(Self.quoted(type)) keep no history ([history.rooms])")
+        }
+        return Self.historyPage(reply)
+    }
+
+    /// `GET /goim/history/mid?mid=&since=&epoch=&limit=` (swift-goim; push token applies): the pushes addressed to user
+    /// `mid` after offset `since` (its offline messages), when `[history] mids` is set.
+    private func historyMid(_ request: Request) async throws -> Response {
+        try authorize(request)
+        let query = QueryParameters(request.uri.query)
+        let text = try query.string("mid", required: true)
+        guard let mid = Int64(text) else {
+            throw LogicError.badParameter(parameter: "mid", reason: "\(Self.quoted(text)) is not an int64")
+        }
+        let (since, epoch, limit) = try Self.historyRange(query)
+        guard let history, history.policy.mids != nil else {
+            throw LogicError.badParameter(parameter: "mid", reason: "users keep no history ([history] mids is not set)")
+        }
+        return Self.historyPage(try await history.mid(mid, since: since, epoch: epoch, limit: limit))
+    }
+
+    /// `since` (default 0), `epoch` (default: the current one) and `limit` (default 100) of a history route.
+    private static func historyRange(_ query: QueryParameters) throws -> (since: UInt64, epoch: String, limit: Int) {
         let sinceText = query.first("since") ?? ""
         guard let since = sinceText.isEmpty ? 0 : UInt64(sinceText) else {
             throw LogicError.badParameter(parameter: "since", reason: "\(Self.quoted(sinceText)) is not an offset (a non-negative integer)")
@@ -277,14 +307,10 @@ public struct LogicHTTPResponder: HTTPResponder {
         guard let limit = limitText.isEmpty ? 100 : Int(limitText), limit >= 0 else {
             throw LogicError.badParameter(parameter: "limit", reason: "\(Self.quoted(limitText)) is not a non-negative integer")
         }
-        let epoch = query.first("epoch") ?? ""
-        guard let history else {
-            throw LogicError.badParameter(parameter: "type", reason: "no room type keeps history ([history.rooms] is empty)")
-        }
-        let reply = try await history.room(LogicCore.roomKey(type: type, room: room), since: since, epoch: epoch, limit: limit)
-        guard reply.enabled else {
-            throw LogicError.badParameter(parameter: "type", reason: "rooms of type \(Self.quoted(type)) keep no history ([history.rooms])")
-        }
+        return (since, query.first("epoch") ?? "", limit)
+    }
+
+    private static func historyPage(_ reply: Swiftgoim_Logic_HistoryReply) -> Response {
         let messages: [GoJSON] = reply.messages.map { message in
             .object([
                 ("offset", .int(Int64(message.offset))), ("op", .int(Int64(message.op))),

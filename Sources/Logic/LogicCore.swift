@@ -24,12 +24,15 @@ public struct LogicCore: Sendable {
     private let publishSlots: AsyncSemaphore
     /// goim mode without `auth.allowKeyTakeover`: a chosen key connected for another member is refused.
     let checksChosenKeys: Bool
+    /// `history.mids` is set: a push to users goes to their histories and every comet, not to their sessions' comets.
+    let usersKeepHistory: Bool
 
     public init(
         routing: any RoutingStore, online: any OnlineStore, queue: any PushQueue, authenticator: any Authenticator,
         cluster: ClusterState, sessionHeartbeat: Duration, logger: Logger, maxPendingPublishes: Int = 4096,
-        allowKeyTakeover: Bool = false
+        allowKeyTakeover: Bool = false, usersKeepHistory: Bool = false
     ) {
+        self.usersKeepHistory = usersKeepHistory
         self.checksChosenKeys = authenticator.identityIsClaimed && !allowKeyTakeover
         self.maxPendingPublishes = maxPendingPublishes
         self.publishSlots = AsyncSemaphore(permits: maxPendingPublishes)
@@ -181,11 +184,22 @@ public struct LogicCore: Sendable {
         try await publish(groups: groups, operation: operation, message: message, id: Self.messageID(idempotencyKey, "keys"))
     }
 
-    /// Looks up every session of the members (one pipelined HGETALL), then one PUSH message per comet.
+    /// Looks up every session of the members (one pipelined HGETALL), then one PUSH message per comet. With user
+    /// history (`history.mids`), one PUSH message naming the members instead: job writes it to each one's history
+    /// (offline members too) and every comet delivers it to the members' connections it holds, in offset order.
     public func pushMids(operation: Int32, mids: [Int64], message: Data, idempotencyKey: String? = nil) async throws {
         var unique: [Int64] = []
         var seen: Set<Int64> = []
         for mid in mids where seen.insert(mid).inserted { unique.append(mid) }
+        if usersKeepHistory {
+            var push = Goim_Logic_PushMsg()
+            push.type = .push
+            push.operation = operation
+            push.mids = unique
+            push.msg = message
+            try await publish(push, id: Self.messageID(idempotencyKey, "mids"))
+            return
+        }
         let sessions = try await routing.sessions(forMids: unique)
         var groups: [(server: String, keys: [String])] = []
         var index: [String: Int] = [:]

@@ -58,7 +58,8 @@ public final class LogicServer: Sendable {
         let core = LogicCore(
             routing: routing, online: online, queue: MeasuredPushQueue(base: queue, telemetry: telemetry), authenticator: authenticator, cluster: cluster,
             sessionHeartbeat: configuration.sessionHeartbeat, logger: logger,
-            maxPendingPublishes: configuration.nats.maxPendingPublishes, allowKeyTakeover: configuration.auth.allowKeyTakeover)
+            maxPendingPublishes: configuration.nats.maxPendingPublishes, allowKeyTakeover: configuration.auth.allowKeyTakeover,
+            usersKeepHistory: configuration.history.mids != nil)
         let port = OnceValue<Int>()
         self.boundHTTPPort = port
         self.configuration = configuration

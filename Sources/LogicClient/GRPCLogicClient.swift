@@ -254,6 +254,15 @@ public final class GRPCLogicClient: LogicAPI, Service {
         return try await Swiftgoim_Logic_History.Client(wrapping: nextClient()).room(request, options: options)
     }
 
+    public func midHistory(mid: Int64, since: UInt64, epoch: String, limit: Int32) async throws -> Swiftgoim_Logic_HistoryReply {
+        var request = Swiftgoim_Logic_MidHistoryReq()
+        request.mid = mid
+        request.since = since
+        request.epoch = epoch
+        request.limit = limit
+        return try await Swiftgoim_Logic_History.Client(wrapping: nextClient()).mid(request, options: options)
+    }
+
     public func receive(mid: Int64, proto: Goim_Protocol_Proto) async throws {
         var request = Goim_Logic_ReceiveReq()
         request.mid = mid

@@ -20,11 +20,17 @@ public protocol LogicAPI: Sendable {
     /// Room `room`'s history after offset `since` of `epoch` (`swiftgoim.logic.History`), at most `limit` messages:
     /// what a recovering client missed. goim's logic answers UNIMPLEMENTED.
     func roomHistory(room: String, since: UInt64, epoch: String, limit: Int32) async throws -> Swiftgoim_Logic_HistoryReply
+    /// The same for the pushes addressed to user `mid` (`history.mids`). goim's logic answers UNIMPLEMENTED.
+    func midHistory(mid: Int64, since: UInt64, epoch: String, limit: Int32) async throws -> Swiftgoim_Logic_HistoryReply
 }
 
 extension LogicAPI {
     /// A Logic without history (goim's): UNIMPLEMENTED, as its gRPC server answers.
     public func roomHistory(room: String, since: UInt64, epoch: String, limit: Int32) async throws -> Swiftgoim_Logic_HistoryReply {
+        throw RPCError(code: .unimplemented, message: "swiftgoim.logic.History is not served by this Logic")
+    }
+
+    public func midHistory(mid: Int64, since: UInt64, epoch: String, limit: Int32) async throws -> Swiftgoim_Logic_HistoryReply {
         throw RPCError(code: .unimplemented, message: "swiftgoim.logic.History is not served by this Logic")
     }
 }

@@ -33,6 +33,31 @@ struct RecoveryTests {
         #expect(RoomChangeRequest.parse(Self.bytes(#"{"room":""}"#)) == RoomChangeRequest(room: "", recover: RecoveryRequest(epoch: "", offset: 0)))
     }
 
+    @Test func userStreamPosition() {
+        let request = RecoveryRequest.parse(
+            Self.bytes(#"{"mid":7,"room_id":"","recover":{"epoch":"","offset":0,"mid":{"epoch":"u1","offset":12}}}"#))
+        #expect(request == RecoveryRequest(epoch: "", offset: 0, mid: StreamPosition(epoch: "u1", offset: 12)))
+        #expect(request?.mid?.wantsRecovery == true)
+        // A first connect of the user stream; members of the wrong type count as one too.
+        #expect(RecoveryRequest.parse(Self.bytes(#"{"recover":{"mid":{}}}"#))?.mid == StreamPosition(epoch: "", offset: 0))
+        #expect(RecoveryRequest.parse(Self.bytes(#"{"recover":{"mid":{"epoch":1,"offset":"x"}}}"#))?.mid == StreamPosition(epoch: "", offset: 0))
+        // No "mid" member, or not an object: the user's pushes stay goim's.
+        #expect(RecoveryRequest.parse(Self.bytes(#"{"recover":{"epoch":"e","offset":1}}"#))?.mid == nil)
+        #expect(RecoveryRequest.parse(Self.bytes(#"{"recover":{"mid":5}}"#))?.mid == nil)
+    }
+
+    @Test func replyBodyWithUserStream() {
+        let reply = RecoveryReply(
+            key: nil, room: "", epoch: "", offset: 0, recovering: false, recovered: false,
+            mid: .init(epoch: "00000000000000aa", offset: 5, recovering: true, recovered: true))
+        #expect(
+            String(buffer: reply.body)
+                == #"{"room":"","epoch":"","offset":0,"recovering":false,"recovered":false,"mid":{"epoch":"00000000000000aa","offset":5,"recovering":true,"recovered":true}}"#
+        )
+        let json = try? JSONSerialization.jsonObject(with: Data(reply.body.readableBytesView)) as? [String: Any]
+        #expect((json?["mid"] as? [String: Any])?["offset"] as? Int == 5)
+    }
+
     @Test func replyBody() {
         let reply = RecoveryReply(key: nil, room: "live://1000", epoch: "9f3c2a7b1d4e6f80", offset: 43, recovering: true, recovered: true)
         #expect(String(buffer: reply.body) == #"{"room":"live://1000","epoch":"9f3c2a7b1d4e6f80","offset":43,"recovering":true,"recovered":true}"#)

@@ -10,7 +10,7 @@ import Synchronization
 
 /// One call a comet received.
 struct RecordedCall: Sendable {
-    enum Kind: String, Sendable { case pushMsg, broadcast, broadcastRoom }
+    enum Kind: String, Sendable { case pushMsg, broadcast, broadcastRoom, pushUsers }
     var kind: Kind
     var room: String = ""
     var keys: [String] = []
@@ -18,6 +18,8 @@ struct RecordedCall: Sendable {
     var speed: Int32 = 0
     var proto: Goim_Protocol_Proto
     var at: ContinuousClock.Instant = .now
+    /// `Users/Push`: each user with its offset and epoch.
+    var users: [Swiftgoim_Comet_UserOffset] = []
 
     /// The inner packets of the op 9 envelope.
     var packets: [Packet] {
@@ -96,6 +98,13 @@ extension CometRecorder {
         try await record(RecordedCall(kind: .broadcastRoom, room: request.roomID, proto: request.proto))
     }
 
+    func pushUsers(_ request: Swiftgoim_Comet_UserPushReq) async throws {
+        var proto = Goim_Protocol_Proto()
+        proto.op = request.op
+        proto.body = request.body
+        try await record(RecordedCall(kind: .pushUsers, protoOp: request.op, proto: proto, users: request.users))
+    }
+
     func roomsReply() -> Set<String> { state.withLock { $0.rooms } }
 }
 
@@ -110,6 +119,7 @@ final class MemoryComet: CometRPC {
     func pushMsg(_ request: Goim_Comet_PushMsgReq) async throws { try await recorder.pushMsg(request) }
     func broadcast(_ request: Goim_Comet_BroadcastReq) async throws { try await recorder.broadcast(request) }
     func broadcastRoom(_ request: Goim_Comet_BroadcastRoomReq) async throws { try await recorder.broadcastRoom(request) }
+    func pushUsers(_ request: Swiftgoim_Comet_UserPushReq) async throws { try await recorder.pushUsers(request) }
     func rooms() async throws -> Set<String> { recorder.roomsReply() }
 
     func run() async {

@@ -45,10 +45,12 @@ public final class Member: Sendable {
     }
 
     /// Connects over TCP or WebSocket and authenticates (op 7 → op 8) with goim's JSON auth body.
-    /// With `recover`, the body also carries `"recover": {"epoch": …, "offset": …}` (a recovery-aware client).
+    /// With `recover`, the body also carries `"recover": {"epoch": …, "offset": …}` (a recovery-aware client); with
+    /// `recoverUser`, `"recover": {…, "mid": {"epoch": …, "offset": …}}` (its user's stream too).
     public static func connect(
         _ name: String, to comet: Stack.Comet, webSocket: Bool, mid: Int64, room: String, accepts: [Int32] = [1000, 1001, 1002],
-        recover: (epoch: String, offset: UInt64)? = nil, key chosenKey: String? = nil
+        recover: (epoch: String, offset: UInt64)? = nil, recoverUser: (epoch: String, offset: UInt64)? = nil,
+        key chosenKey: String? = nil
     ) async throws -> Member {
         let received = Received()
         let client = try await GoIMClient.connect(
@@ -62,10 +64,11 @@ public final class Member: Sendable {
         let key = chosenKey ?? "\(name)-\(mid)-\(UInt32.random(in: 0...UInt32.max))"
         let reply: Packet
         do {
-            if let recover {
+            if recover != nil || recoverUser != nil {
+                var position: [String: Any] = ["epoch": recover?.epoch ?? "", "offset": recover?.offset ?? 0]
+                if let recoverUser { position["mid"] = ["epoch": recoverUser.epoch, "offset": recoverUser.offset] }
                 let body: [String: Any] = [
-                    "mid": mid, "key": key, "room_id": room, "platform": "test", "accepts": accepts,
-                    "recover": ["epoch": recover.epoch, "offset": recover.offset],
+                    "mid": mid, "key": key, "room_id": room, "platform": "test", "accepts": accepts, "recover": position,
                 ]
                 let json = try JSONSerialization.data(withJSONObject: body)
                 reply = try await client.auth(token: ByteBuffer(bytes: json))

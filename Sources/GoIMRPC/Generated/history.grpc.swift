@@ -1,5 +1,5 @@
 /// swiftgoim.logic.History: swift-goim's own addition beside goim's services (not in goim v2). Reads the bounded
-/// history of a room: what a reconnecting client missed, and what logic's HTTP history routes
+/// history of a room or of a user: what a reconnecting client missed, and what logic's HTTP history routes
 /// serve. See docs/history.md.
 
 // DO NOT EDIT.
@@ -37,9 +37,23 @@ public enum Swiftgoim_Logic_History: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Mid" metadata.
+        public enum Mid: Sendable {
+            /// Request type for "Mid".
+            public typealias Input = Swiftgoim_Logic_MidHistoryReq
+            /// Response type for "Mid".
+            public typealias Output = Swiftgoim_Logic_HistoryReply
+            /// Descriptor for "Mid".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "swiftgoim.logic.History"),
+                method: "Mid",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "swiftgoim.logic.History" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
-            Room.descriptor
+            Room.descriptor,
+            Mid.descriptor
         ]
     }
 }
@@ -79,6 +93,24 @@ extension Swiftgoim_Logic_History {
             request: GRPCCore.StreamingServerRequest<Swiftgoim_Logic_RoomHistoryReq>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Swiftgoim_Logic_HistoryReply>
+
+        /// Handle the "Mid" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The pushes addressed to one user (its offline messages), when logic's history.mids is set.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Swiftgoim_Logic_MidHistoryReq` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Swiftgoim_Logic_HistoryReply` messages.
+        func mid(
+            request: GRPCCore.StreamingServerRequest<Swiftgoim_Logic_MidHistoryReq>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Swiftgoim_Logic_HistoryReply>
     }
 
     /// Service protocol for the "swiftgoim.logic.History" service.
@@ -102,6 +134,24 @@ extension Swiftgoim_Logic_History {
             request: GRPCCore.ServerRequest<Swiftgoim_Logic_RoomHistoryReq>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Swiftgoim_Logic_HistoryReply>
+
+        /// Handle the "Mid" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The pushes addressed to one user (its offline messages), when logic's history.mids is set.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Swiftgoim_Logic_MidHistoryReq` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Swiftgoim_Logic_HistoryReply` message.
+        func mid(
+            request: GRPCCore.ServerRequest<Swiftgoim_Logic_MidHistoryReq>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Swiftgoim_Logic_HistoryReply>
     }
 
     /// Simple service protocol for the "swiftgoim.logic.History" service.
@@ -123,6 +173,24 @@ extension Swiftgoim_Logic_History {
             request: Swiftgoim_Logic_RoomHistoryReq,
             context: GRPCCore.ServerContext
         ) async throws -> Swiftgoim_Logic_HistoryReply
+
+        /// Handle the "Mid" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The pushes addressed to one user (its offline messages), when logic's history.mids is set.
+        ///
+        /// - Parameters:
+        ///   - request: A `Swiftgoim_Logic_MidHistoryReq` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Swiftgoim_Logic_HistoryReply` to respond with.
+        func mid(
+            request: Swiftgoim_Logic_MidHistoryReq,
+            context: GRPCCore.ServerContext
+        ) async throws -> Swiftgoim_Logic_HistoryReply
     }
 }
 
@@ -136,6 +204,17 @@ extension Swiftgoim_Logic_History.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Swiftgoim_Logic_HistoryReply>(),
             handler: { request, context in
                 try await self.room(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Swiftgoim_Logic_History.Method.Mid.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Swiftgoim_Logic_MidHistoryReq>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Swiftgoim_Logic_HistoryReply>(),
+            handler: { request, context in
+                try await self.mid(
                     request: request,
                     context: context
                 )
@@ -157,6 +236,17 @@ extension Swiftgoim_Logic_History.ServiceProtocol {
         )
         return GRPCCore.StreamingServerResponse(single: response)
     }
+
+    public func mid(
+        request: GRPCCore.StreamingServerRequest<Swiftgoim_Logic_MidHistoryReq>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Swiftgoim_Logic_HistoryReply> {
+        let response = try await self.mid(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
 }
 
 // Default implementation of methods from 'ServiceProtocol'.
@@ -168,6 +258,19 @@ extension Swiftgoim_Logic_History.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Swiftgoim_Logic_HistoryReply> {
         return GRPCCore.ServerResponse<Swiftgoim_Logic_HistoryReply>(
             message: try await self.room(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func mid(
+        request: GRPCCore.ServerRequest<Swiftgoim_Logic_MidHistoryReq>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Swiftgoim_Logic_HistoryReply> {
+        return GRPCCore.ServerResponse<Swiftgoim_Logic_HistoryReply>(
+            message: try await self.mid(
                 request: request.message,
                 context: context
             ),
@@ -199,6 +302,29 @@ extension Swiftgoim_Logic_History {
         func room<Result>(
             request: GRPCCore.ClientRequest<Swiftgoim_Logic_RoomHistoryReq>,
             serializer: some GRPCCore.MessageSerializer<Swiftgoim_Logic_RoomHistoryReq>,
+            deserializer: some GRPCCore.MessageDeserializer<Swiftgoim_Logic_HistoryReply>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Swiftgoim_Logic_HistoryReply>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Mid" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The pushes addressed to one user (its offline messages), when logic's history.mids is set.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Swiftgoim_Logic_MidHistoryReq` message.
+        ///   - serializer: A serializer for `Swiftgoim_Logic_MidHistoryReq` messages.
+        ///   - deserializer: A deserializer for `Swiftgoim_Logic_HistoryReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func mid<Result>(
+            request: GRPCCore.ClientRequest<Swiftgoim_Logic_MidHistoryReq>,
+            serializer: some GRPCCore.MessageSerializer<Swiftgoim_Logic_MidHistoryReq>,
             deserializer: some GRPCCore.MessageDeserializer<Swiftgoim_Logic_HistoryReply>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Swiftgoim_Logic_HistoryReply>) async throws -> Result
@@ -250,6 +376,40 @@ extension Swiftgoim_Logic_History {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Mid" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The pushes addressed to one user (its offline messages), when logic's history.mids is set.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Swiftgoim_Logic_MidHistoryReq` message.
+        ///   - serializer: A serializer for `Swiftgoim_Logic_MidHistoryReq` messages.
+        ///   - deserializer: A deserializer for `Swiftgoim_Logic_HistoryReply` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func mid<Result>(
+            request: GRPCCore.ClientRequest<Swiftgoim_Logic_MidHistoryReq>,
+            serializer: some GRPCCore.MessageSerializer<Swiftgoim_Logic_MidHistoryReq>,
+            deserializer: some GRPCCore.MessageDeserializer<Swiftgoim_Logic_HistoryReply>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Swiftgoim_Logic_HistoryReply>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Swiftgoim_Logic_History.Method.Mid.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -275,6 +435,35 @@ extension Swiftgoim_Logic_History.ClientProtocol {
         try await self.room(
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Swiftgoim_Logic_RoomHistoryReq>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Swiftgoim_Logic_HistoryReply>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Mid" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The pushes addressed to one user (its offline messages), when logic's history.mids is set.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Swiftgoim_Logic_MidHistoryReq` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func mid<Result>(
+        request: GRPCCore.ClientRequest<Swiftgoim_Logic_MidHistoryReq>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Swiftgoim_Logic_HistoryReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.mid(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Swiftgoim_Logic_MidHistoryReq>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Swiftgoim_Logic_HistoryReply>(),
             options: options,
             onResponse: handleResponse
@@ -308,6 +497,39 @@ extension Swiftgoim_Logic_History.ClientProtocol {
             metadata: metadata
         )
         return try await self.room(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Mid" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The pushes addressed to one user (its offline messages), when logic's history.mids is set.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func mid<Result>(
+        _ message: Swiftgoim_Logic_MidHistoryReq,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Swiftgoim_Logic_HistoryReply>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Swiftgoim_Logic_MidHistoryReq>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.mid(
             request: request,
             options: options,
             onResponse: handleResponse

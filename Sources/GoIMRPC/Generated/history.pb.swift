@@ -9,7 +9,7 @@
 //   https://github.com/apple/swift-protobuf/
 
 /// swiftgoim.logic.History: swift-goim's own addition beside goim's services (not in goim v2). Reads the bounded
-/// history of a room: what a reconnecting client missed, and what logic's HTTP history routes
+/// history of a room or of a user: what a reconnecting client missed, and what logic's HTTP history routes
 /// serve. See docs/history.md.
 
 #if canImport(FoundationEssentials)
@@ -36,6 +36,27 @@ public nonisolated struct Swiftgoim_Logic_RoomHistoryReq: Sendable {
 
   /// type://id
   public var room: String = String()
+
+  /// Messages after this offset (0: from the oldest held).
+  public var since: UInt64 = 0
+
+  /// The epoch `since` belongs to; empty: the current one. Another epoch reads from the oldest held.
+  public var epoch: String = String()
+
+  /// At most this many messages (capped by logic's history.maxRead); 0 reads only the position.
+  public var limit: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Swiftgoim_Logic_MidHistoryReq: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var mid: Int64 = 0
 
   /// Messages after this offset (0: from the oldest held).
   public var since: UInt64 = 0
@@ -135,6 +156,51 @@ nonisolated extension Swiftgoim_Logic_RoomHistoryReq: SwiftProtobuf.Message, Swi
 
   public static func ==(lhs: Swiftgoim_Logic_RoomHistoryReq, rhs: Swiftgoim_Logic_RoomHistoryReq) -> Bool {
     if lhs.room != rhs.room {return false}
+    if lhs.since != rhs.since {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Swiftgoim_Logic_MidHistoryReq: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MidHistoryReq"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}mid\0\u{1}since\0\u{1}epoch\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.mid) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.since) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.epoch) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.mid != 0 {
+      try visitor.visitSingularInt64Field(value: self.mid, fieldNumber: 1)
+    }
+    if self.since != 0 {
+      try visitor.visitSingularUInt64Field(value: self.since, fieldNumber: 2)
+    }
+    if !self.epoch.isEmpty {
+      try visitor.visitSingularStringField(value: self.epoch, fieldNumber: 3)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularInt32Field(value: self.limit, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Swiftgoim_Logic_MidHistoryReq, rhs: Swiftgoim_Logic_MidHistoryReq) -> Bool {
+    if lhs.mid != rhs.mid {return false}
     if lhs.since != rhs.since {return false}
     if lhs.epoch != rhs.epoch {return false}
     if lhs.limit != rhs.limit {return false}

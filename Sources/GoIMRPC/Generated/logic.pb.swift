@@ -48,6 +48,11 @@ public nonisolated struct Goim_Logic_PushMsg: Sendable {
 
   public var msg: Data = Data()
 
+  /// swift-goim: a PUSH to users whose pushes keep history (logic's history.mids): server and keys are empty, job
+  /// writes the message to each user's history and sends it to every comet (swiftgoim.comet.Users). goim's logic
+  /// never sets it. See docs/history.md.
+  public var mids: [Int64] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum TypeEnum: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -319,7 +324,7 @@ fileprivate nonisolated let _protobuf_package = "goim.logic"
 
 nonisolated extension Goim_Logic_PushMsg: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PushMsg"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}operation\0\u{1}speed\0\u{1}server\0\u{1}room\0\u{1}keys\0\u{1}msg\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}operation\0\u{1}speed\0\u{1}server\0\u{1}room\0\u{1}keys\0\u{1}msg\0\u{2}]\u{1}mids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -334,6 +339,7 @@ nonisolated extension Goim_Logic_PushMsg: SwiftProtobuf.Message, SwiftProtobuf._
       case 5: try { try decoder.decodeSingularStringField(value: &self.room) }()
       case 6: try { try decoder.decodeRepeatedStringField(value: &self.keys) }()
       case 7: try { try decoder.decodeSingularBytesField(value: &self.msg) }()
+      case 100: try { try decoder.decodeRepeatedInt64Field(value: &self.mids) }()
       default: break
       }
     }
@@ -361,6 +367,9 @@ nonisolated extension Goim_Logic_PushMsg: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.msg.isEmpty {
       try visitor.visitSingularBytesField(value: self.msg, fieldNumber: 7)
     }
+    if !self.mids.isEmpty {
+      try visitor.visitPackedInt64Field(value: self.mids, fieldNumber: 100)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -372,6 +381,7 @@ nonisolated extension Goim_Logic_PushMsg: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.room != rhs.room {return false}
     if lhs.keys != rhs.keys {return false}
     if lhs.msg != rhs.msg {return false}
+    if lhs.mids != rhs.mids {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
