@@ -202,6 +202,23 @@ import Testing
         }
     }
 
+    @Test func userHistory() throws {
+        #expect(try JobConfiguration(ConfigReader(toml: "")).history.mids == nil)
+        #expect(try JobConfiguration(ConfigReader(toml: "[history]\nmids = \"\"\n")).history.mids == nil)
+        let job = try JobConfiguration(ConfigReader(toml: "[history]\nmids = \"100:24h\"\n"))
+        #expect(job.history.mids == HistoryLimits(size: 100, ttl: .seconds(86_400)))
+        let (logic, _) = try LogicConfiguration.load(path: nil, environment: ["GOIM_HISTORY_MIDS": "5:30s"])
+        #expect(logic.history.mids == HistoryLimits(size: 5, ttl: .seconds(30)))
+        for (bad, reason) in [("100", "size:ttl"), ("0:1h", "size"), ("x:1h", "size"), ("10:500ms", "ttl"), ("1:2:3", "size:ttl")] {
+            do {
+                _ = try JobConfiguration(ConfigReader(toml: "[history]\nmids = \"\(bad)\"\n"))
+                Issue.record("\(bad) was accepted")
+            } catch {
+                #expect(error.description.contains("history.mids") && error.description.contains(reason), "\(error)")
+            }
+        }
+    }
+
     @Test func historyRoomTypes() throws {
         #expect(try JobConfiguration(ConfigReader(toml: "")).history.rooms.isEmpty)
         let job = try JobConfiguration(ConfigReader(toml: "[history]\nrooms = [\"live:100:10m\", \"Chat:5:1h\"]\n"))

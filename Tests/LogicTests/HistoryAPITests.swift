@@ -65,6 +65,48 @@ import Testing
         }
     }
 
+    @Test func userHistoryOverHTTPAndGRPC() async throws {
+        try await LogicHarness.run({ $0.history.mids = HistoryLimits(size: 3, ttl: .seconds(60)) }) { h in
+            let store = HistoryStore(redis: h.redis)
+            let appends = (1...4).map {
+                HistoryStore.Append(
+                    stream: .mid(42), messageID: "m\($0)", operation: 1000, body: ByteBuffer(string: "to 42: \($0)"),
+                    limits: HistoryLimits(size: 3, ttl: .seconds(60)))
+            }
+            let epoch = try await store.append(appends).last!.get().epoch
+            let reply = try await h.get("/goim/history/mid?mid=42&since=2&epoch=\(epoch)")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(reply.body.utf8)) as? [String: Any])
+            let data = try #require(json["data"] as? [String: Any])
+            #expect(data["top"] as? Int == 4 && data["first"] as? Int == 2 && data["complete"] as? Bool == true)
+            #expect((data["messages"] as? [[String: Any]])?.compactMap { $0["offset"] as? Int } == [3, 4])
+            for (uri, parameter) in [("/goim/history/mid", "mid"), ("/goim/history/mid?mid=x", "mid"), ("/goim/history/mid?mid=1&limit=x", "limit")] {
+                let bad = try await h.get(uri)
+                #expect(bad.status == 400 && bad.body.contains("\"\(parameter):"), "\(uri): \(bad.body)")
+            }
+            try await h.withHistoryClient { client in
+                let page = try await client.mid(.with {
+                    $0.mid = 42
+                    $0.epoch = epoch
+                    $0.limit = 10
+                })
+                #expect(page.enabled && page.top == 4 && !page.complete && page.messages.map(\.offset) == [2, 3, 4])
+            }
+
+            // A push to users names them in one message (offline ones too); job writes their histories.
+            let subscriber = try await h.pushSubscriber()
+            #expect(try await h.post("/goim/push/mids?operation=1000&mids=42&mids=43&mids=42", "hi").status == 200)
+            let (_, message) = try await subscriber.next()
+            #expect(message.type == .push && message.mids == [42, 43] && message.keys.isEmpty && message.server.isEmpty)
+            #expect(message.msg == Data("hi".utf8) && message.operation == 1000)
+            try await subscriber.expectNothing()
+        }
+        // Without history.mids: the route says so; pushes to users go to their sessions' comets as goim's.
+        try await LogicHarness.run { h in
+            let reply = try await h.get("/goim/history/mid?mid=42")
+            #expect(reply.status == 400 && reply.body.contains("keep no history"))
+        }
+    }
+
     @Test func grpcRoom() async throws {
         try await LogicHarness.run({ $0.history.rooms = ["live": HistoryLimits(size: 10, ttl: .seconds(60))] }) { h in
             let epoch = try await Self.write(h, room: "live://g", count: 3, size: 10)
