@@ -361,8 +361,9 @@ final class Comet: Sendable {
         var written: [EventLoopFuture<Void>] = []
         for item in OffsetPackets.split(run.body) ?? [] {
             let operation = item.bytes.getInteger(at: item.bytes.readerIndex + 8, as: Int32.self) ?? 0
-            var push = StreamPush(run: OffsetRun(epoch: run.epoch, first: item.offset, last: item.offset, body: item.bytes))
-            push.operation = operation
+            let push = StreamPush(
+                userMessage: OffsetRun(epoch: run.epoch, first: item.offset, last: item.offset, body: item.bytes),
+                operation: operation)
             for box in loops {
                 written.append(box.eventLoop.submit { box.value.pushToUser(id, stream: push) })
             }

@@ -744,12 +744,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
         return recovery
     }
 
-    /// The user stream's missed messages (those the connection watches), each as goim's job sends a push to keys.
+    /// The user stream's missed messages (those the connection watches), each as goim's job sends a push to keys,
+    /// with `-offset` in `seq`.
     private func writeMissed(_ recovery: UserRecovery) {
         for item in recovery.missed {
             let operation = item.bytes.getInteger(at: item.bytes.readerIndex + 8, as: Int32.self) ?? 0
             guard watch.contains(operation) else { continue }
-            let bytes = Push(rawBody: item.bytes, allocator: channel.allocator).bytes(for: transport)
+            let bytes = Push(rawBody: OffsetPackets.negatingSequences(item.bytes), allocator: channel.allocator)
+                .bytes(for: transport)
             output?.write(NIOAny(bytes), promise: nil)
             loop.delivered += 1
             loop.bytesWritten &+= bytes.readableBytes

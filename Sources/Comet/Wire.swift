@@ -142,6 +142,17 @@ struct StreamPush: Sendable {
         plain = Push(rawBody: OffsetPackets.zeroingSequences(run.body), allocator: allocator)
     }
 
+    /// One message of a user stream: to clients that opted in, its offset travels as `-offset` in `seq` (a room's
+    /// offsets are positive, so the client tells the two streams apart); goim's clients get `seq` 0.
+    init(userMessage run: OffsetRun, operation: Int32, allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        epoch = run.epoch
+        first = run.first
+        last = run.last
+        self.operation = operation
+        withOffsets = Push(rawBody: OffsetPackets.negatingSequences(run.body), allocator: allocator)
+        plain = Push(rawBody: OffsetPackets.zeroingSequences(run.body), allocator: allocator)
+    }
+
     func copy() -> StreamPush {
         var copy = self
         copy.withOffsets = withOffsets.copy()

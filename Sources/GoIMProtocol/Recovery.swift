@@ -202,6 +202,20 @@ public enum OffsetPackets {
         return copy
     }
 
+    /// A copy of `body` with every packet's `seq` negated: a user stream's offsets reach the client as `-offset`, so
+    /// that it can tell them from its room's (docs/protocol.md#user-history-swift-goim).
+    public static func negatingSequences(_ body: ByteBuffer) -> ByteBuffer {
+        var copy = ByteBuffer()
+        copy.reserveCapacity(body.readableBytes)
+        copy.writeImmutableBuffer(body)
+        var index = copy.readerIndex
+        while let header = RawHeader(copy, at: index), header.packetLength >= PacketHeader.length {
+            copy.setInteger(0 &- header.sequence, at: index + 12)
+            index += Int(header.packetLength)
+        }
+        return copy
+    }
+
     /// One inner packet: ver 1, `operation`, seq = `offset`.
     public static func append(offset: UInt64, operation: Int32, body: some Collection<UInt8>, to buffer: inout ByteBuffer) {
         RawBatch.append(

@@ -77,6 +77,11 @@ struct RecoveryTests {
         let plain = OffsetPackets.zeroingSequences(body)
         #expect(try RawBatch.split(plain).map(\.sequence) == [0, 0])
         #expect(try RawBatch.split(body).map(\.sequence) == [42, 43])  // the original is untouched
+        // A user stream's form: -offset (docs/protocol.md's example: seq fffffffb for offset 5).
+        #expect(try RawBatch.split(OffsetPackets.negatingSequences(body)).map(\.sequence) == [-42, -43])
+        var five = ByteBuffer()
+        OffsetPackets.append(offset: 5, operation: 1000, body: Array("hi".utf8), to: &five)
+        #expect(Array(OffsetPackets.negatingSequences(five).readableBytesView) == [0, 0, 0, 0x12, 0, 0x10, 0, 1, 0, 0, 3, 0xe8, 0xff, 0xff, 0xff, 0xfb, 0x68, 0x69])
         // Not a run of packets with positive offsets: nil.
         var zero = ByteBuffer()
         RawBatch.append(operation: 1000, body: Array("x".utf8), to: &zero)

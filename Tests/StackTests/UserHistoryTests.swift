@@ -43,8 +43,9 @@ struct UserHistoryStackTests {
         }
     }
 
+    /// The user stream's messages a member got: (offset, body). Offsets of a user stream travel as `-offset`.
     static func stream(_ member: Member, prefix: String) -> [(offset: Int32, body: String)] {
-        member.pushes.filter { $0.body.hasPrefix(prefix) }.map { ($0.sequence, $0.body) }
+        member.pushes.filter { $0.body.hasPrefix(prefix) }.map { (-$0.sequence, $0.body) }
     }
 
     @Test("a device away while its user gets pushes reconnects to another comet and recovers exactly those, then live ones; goim's clients see goim's bytes")
@@ -89,6 +90,14 @@ struct UserHistoryStackTests {
                 #expect(pushes.allSatisfy { $0.sequence == 0 && $0.operation == 1000 }, "\(member.name)")
                 #expect(pushes.allSatisfy { $0.inEnvelope == (member === goimWS) }, "\(member.name)")
             }
+
+            // A client with both streams: room offsets positive, its user's negative.
+            let both = try await Member.connect("both", to: a, webSocket: false, mid: 7, room: "live://side", recover: ("", 0), recoverUser: (first.epoch, 16))
+            defer { Task { await both.close() } }
+            try await stack.push("/goim/push/room?operation=1000&type=live&room=side", "room-1")
+            try await stack.push("/goim/push/mids?operation=1000&mids=7", "user-17")
+            try await both.receiveAll(["room-1", "user-17"])
+            #expect(both.pushes.map(\.sequence) == [1, -17], "\(both.pushes)")
 
             // User 8 never connected: its offline messages wait in its history, readable over HTTP.
             let reply = try await stack.get("/goim/history/mid?mid=8&since=2")
