@@ -26,8 +26,11 @@ extension StackTests {
         let origin = "http://127.0.0.1:\(webPort)"
         var options = Stack.Options()
         // live:// rooms keep history, as in the shipped configs: the page recovers what it missed while away.
-        options.logicEnvironment = ["GOIM_HTTPSERVER_CORSORIGINS": origin, "GOIM_HISTORY_ROOMS": "live:100:10m"]
-        options.jobEnvironment = ["GOIM_HISTORY_ROOMS": "live:100:10m"]
+        // Users keep history too: the page (mid 777) gets what was pushed to it while away.
+        options.logicEnvironment = [
+            "GOIM_HTTPSERVER_CORSORIGINS": origin, "GOIM_HISTORY_ROOMS": "live:100:10m", "GOIM_HISTORY_MIDS": "100:10m",
+        ]
+        options.jobEnvironment = ["GOIM_HISTORY_ROOMS": "live:100:10m", "GOIM_HISTORY_MIDS": "100:10m"]
         try await Stack.run(options) { stack in
             // The page is served as scripts/run-local serves it: python's static server, another origin than logic.
             let web = try TestServers.program(
@@ -152,10 +155,11 @@ extension StackTests {
         }
         let missed = (1...5).map { "missed while away \($0)" }
         for message in missed { try await stack.push("/goim/push/room?operation=1000&type=live&room=1000", message) }
+        try await stack.push("/goim/push/mids?operation=1001&mids=777", "offline message for mid 777")
         try await comet.process.start()
-        try await eventually("the page reconnects and recovers the five messages", timeout: .seconds(40)) {
+        try await eventually("the page reconnects and recovers the five messages and its offline message", timeout: .seconds(40)) {
             let text = try await page.evaluate(comments) ?? ""
-            return missed.allSatisfy { text.contains($0) }
+            return missed.allSatisfy { text.contains($0) } && text.contains("offline message for mid 777")
         }
         try await stack.push("/goim/push/room?operation=1000&type=live&room=1000", "live again")
         try await eventually("a live message follows") { try await page.evaluate(comments)?.contains("live again") == true }
@@ -163,6 +167,9 @@ extension StackTests {
         let shown = lines.compactMap { line in (missed + ["live again"]).first { line.hasSuffix($0) } }
         #expect(shown == missed + ["live again"], "the page shows \(shown)")
         #expect(lines.filter { $0.contains("#") }.count >= 7, "room messages show their offsets: \(lines)")
+        // The user's stream: the mid push before the kill was offset 1, the one pushed while away offset 2, shown once.
+        #expect(lines.filter { $0.contains("offline message for mid 777") }.count == 1, "\(lines)")
+        #expect(lines.contains { $0.contains("mid #2") && $0.hasSuffix("offline message for mid 777") }, "\(lines)")
         #expect(try await page.evaluate("document.getElementById('history').textContent")?.hasPrefix("history ") == true)
 
         try await Self.checkClientLibrary(page)
@@ -240,6 +247,35 @@ extension StackTests {
               roomClient.close();
               results.roomMessages = got.join(',');
               results.comeBack = JSON.stringify(changes[1]?.recover);
+
+              // The user's stream: op 8's mid member, offsets as -seq, kept apart from the room's, deduplicated; the
+              // next auth asks from where it left off.
+              const auths = [];
+              class UserComet {
+                constructor() { this.readyState = 0; setTimeout(() => { this.readyState = 1; this.onopen(); }, 5); }
+                later(op, seq, body, delay) { setTimeout(() => this.onmessage({ data: m.encodePacket(op, seq, body) }), delay); }
+                send(data) {
+                  const [p] = m.decodePackets(data);
+                  if (p.operation !== m.Op.AUTH) return;
+                  auths.push(JSON.parse(new TextDecoder().decode(p.body)).recover);
+                  this.later(m.Op.AUTH_REPLY, p.sequence, JSON.stringify({ room: 'live://a', epoch: 'ea', offset: 0, recovering: false, recovered: false, mid: { epoch: 'eu', offset: 0, recovering: false, recovered: false } }), 1);
+                  this.later(1000, 1, 'room1', 2);
+                  this.later(1000, -1, 'user1', 3);
+                  this.later(1000, -2, 'user2', 4);
+                  this.later(1000, -2, 'user2 again', 5);
+                  this.later(1000, 0, 'broadcast', 6);
+                }
+                close() { this.readyState = 3; }
+              }
+              const userClient = new m.GoIMClient('ws://users.invalid/sub', { auth: { mid: 9, room_id: 'live://a' }, heartbeat: 60, WebSocket: UserComet });
+              const userGot = [];
+              userClient.addEventListener('message', ({ detail }) => userGot.push(`${detail.text()}@${detail.stream}:${detail.offset}`));
+              userClient.connect();
+              await pause(50);
+              results.userMessages = userGot.join(',');
+              results.userPosition = `${userClient.userEpoch}:${userClient.userOffset}`;
+              results.userAuth = JSON.stringify(auths[0]);
+              userClient.close();
               return JSON.stringify(results);
             })
             """#
@@ -255,5 +291,8 @@ extension StackTests {
         #expect(results["states"] as? String == "connecting,connected,disconnected,closed", "\(results)")
         #expect(results["roomMessages"] as? String == "a1@1,a2@2,a3 in flight@3,a4@4,a5@5", "\(results)")
         #expect(results["comeBack"] as? String == #"{"epoch":"ea","offset":3}"#, "\(results)")
+        #expect(results["userMessages"] as? String == "room1@room:1,user1@user:1,user2@user:2,broadcast@null:0", "\(results)")
+        #expect(results["userPosition"] as? String == "eu:2", "\(results)")
+        #expect(results["userAuth"] as? String == #"{"epoch":"","offset":0,"mid":{"epoch":"","offset":0}}"#, "\(results)")
     }
 }

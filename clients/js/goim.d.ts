@@ -9,7 +9,8 @@ export declare const Op: Readonly<{
 export interface Packet {
   operation: number;
   version: number;
-  /** The offset of a room message with history; 0 otherwise (or the echoed seq of a reply). */
+  /** The offset of a room message with history; minus the offset of a push to the user with history; 0 otherwise
+   * (or the echoed seq of a reply). */
   sequence: number;
   body: Uint8Array;
 }
@@ -40,6 +41,9 @@ export interface GoIMClientOptions {
   backoff?: { base?: number; max?: number };
   /** Ask for offsets and recovery (true). Against goim's comet it changes nothing. */
   recover?: boolean;
+  /** Ask for offsets and recovery of the pushes to this client's user (`recover.mid`, offline messages); defaults to
+   * `recover`. Needs a `mid` in `auth` and a server with `[history] mids`; otherwise it changes nothing. */
+  recoverUser?: boolean;
   /** A WebSocket implementation (the global one by default). */
   WebSocket?: typeof WebSocket;
 }
@@ -49,8 +53,11 @@ export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'disconnecte
 export interface MessageDetail {
   operation: number;
   body: Uint8Array;
-  /** The message's offset in its room's history; 0 for rooms without history, key/mid pushes and broadcasts. */
+  /** The message's offset in its stream's history; 0 for rooms without history, pushes without history and
+   * broadcasts. */
   offset: number;
+  /** Which stream `offset` belongs to: the room's, the user's (pushes to its mid), or none. */
+  stream: 'room' | 'user' | null;
   room: string;
   text(): string;
   json(): unknown;
@@ -71,6 +78,8 @@ export interface StandingDetail {
   recovering: boolean;
   /** False when the history no longer held everything missed: reload what the page shows. */
   recovered: boolean;
+  /** Where the user's stream stands (op 8 only, when `recoverUser` and the server keeps user history). */
+  mid?: { epoch: string; offset: number; recovering: boolean; recovered: boolean };
 }
 
 export interface GoIMClientEventMap {
@@ -87,6 +96,9 @@ export declare class GoIMClient extends EventTarget {
   /** The room history's epoch and the last offset delivered (what a reconnect recovers from). */
   readonly epoch: string;
   readonly lastOffset: number;
+  /** The same for the user's stream. */
+  readonly userEpoch: string;
+  readonly userOffset: number;
   readonly room: string;
   connect(): void;
   close(): void;

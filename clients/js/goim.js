@@ -88,10 +88,14 @@ export class GoIMClient extends EventTarget {
     this.heartbeatSeconds = Math.max(1, options.heartbeat ?? 30);
     this.backoff = { base: options.backoff?.base ?? 500, max: options.backoff?.max ?? 15000 };
     this.recover = options.recover ?? true;
+    // The user's stream too (pushes to its mid, when the server keeps user history): offline messages.
+    this.recoverUser = options.recoverUser ?? this.recover;
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.state = 'idle';
     this.epoch = '';
     this.lastOffset = 0;
+    this.userEpoch = '';
+    this.userOffset = 0;
     this.room = this.auth.room_id ?? '';
     // Where each room left off (epoch, offset), so that coming back to a room recovers what it missed meanwhile.
     this._positions = new Map();
@@ -170,7 +174,10 @@ export class GoIMClient extends EventTarget {
     this._socket = socket;
     socket.onopen = () => {
       const auth = { ...this.auth, room_id: this.room };
-      if (this.recover) auth.recover = { epoch: this.epoch, offset: this.lastOffset };
+      if (this.recover || this.recoverUser) {
+        auth.recover = this.recover ? { epoch: this.epoch, offset: this.lastOffset } : { epoch: '', offset: 0 };
+        if (this.recoverUser) auth.recover.mid = { epoch: this.userEpoch, offset: this.userOffset };
+      }
       socket.send(encodePacket(Op.AUTH, ++this._seq, JSON.stringify(auth)));
     };
     socket.onmessage = (event) => {
@@ -212,22 +219,34 @@ export class GoIMClient extends EventTarget {
         this._emit('reply', { operation: packet.operation, body: packet.body });
         break;
       default: {
-        // A room message of a room with history carries its offset in seq (> 0); other pushes have 0.
-        const offset = packet.sequence > 0 ? packet.sequence : 0;
-        if (offset > 0) {
+        // A room message of a room with history carries its offset in seq (> 0), a push to this client's user with
+        // history minus its offset (< 0); other pushes have 0.
+        let offset = 0;
+        let stream = null;
+        if (packet.sequence > 0) {
+          offset = packet.sequence;
+          stream = 'room';
           if (offset <= this.lastOffset) return;  // already delivered (recovered, then live)
           this.lastOffset = offset;
+        } else if (packet.sequence < 0) {
+          offset = -packet.sequence;
+          stream = 'user';
+          if (offset <= this.userOffset) return;
+          this.userOffset = offset;
         }
         const body = packet.body;
         this._emit('message', {
-          operation: packet.operation, body, offset, room: this.room,
+          operation: packet.operation, body, offset, stream, room: this.room,
           text: () => decoder.decode(body), json: () => JSON.parse(decoder.decode(body)),
         });
       }
     }
   }
 
-  /** op 8 / op 13 of a server with history: {room, epoch, offset, recovering, recovered}. goim's op 8 is empty. */
+  /**
+   * op 8 / op 13 of a server with history: {room, epoch, offset, recovering, recovered}, and op 8's `mid` {epoch,
+   * offset, recovering, recovered} for the user's stream. goim's op 8 is empty.
+   */
   _standing(body) {
     if (body.length === 0 || body[0] !== 0x7b) return;
     let standing;
@@ -239,6 +258,11 @@ export class GoIMClient extends EventTarget {
       this.lastOffset = 0;
     }
     if (typeof standing.room === 'string' && standing.room) this.room = standing.room;
+    const user = standing.mid;
+    if (user && typeof user.epoch === 'string' && user.epoch !== this.userEpoch) {
+      this.userEpoch = user.epoch;
+      this.userOffset = 0;
+    }
     this._emit('standing', standing);
   }
 

@@ -58,14 +58,15 @@ client.addEventListener('state', ({ detail }) => {
 client.addEventListener('online', ({ detail }) => { $('online').textContent = detail.count; });
 // Where the room stands after each (re)connect: room messages pushed while away come next, each once, in order.
 client.addEventListener('standing', ({ detail }) => {
-  if (detail.recovering && !detail.recovered) {
+  if ((detail.recovering && !detail.recovered) || (detail.mid?.recovering && !detail.mid.recovered)) {
     addComment('some messages pushed while disconnected are no longer in the history', '', true);
   }
   $('history').textContent = detail.epoch ? `history ${detail.epoch.slice(0, 8)}… at #${detail.offset}` : 'no history';
 });
 client.addEventListener('message', ({ detail }) => {
   if (detail.operation < 1000) return;
-  const offset = detail.offset > 0 ? ` #${detail.offset}` : '';
+  // Room messages show their offset in the room, pushes to this user (offline messages) theirs in the user's stream.
+  const offset = detail.offset > 0 ? ` ${detail.stream === 'user' ? 'mid ' : ''}#${detail.offset}` : '';
   addComment(detail.text(), `${new Date().toLocaleTimeString()} op ${detail.operation}${offset}`);
 });
 
