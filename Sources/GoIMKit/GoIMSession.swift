@@ -13,16 +13,38 @@ public struct GoIMMessage: Sendable, Equatable {
     public var body: [UInt8]
     /// The room this client was in when the message arrived.
     public var room: String
-    /// The room message's offset in its room's history (docs/history.md); 0 for every other message.
+    /// The message's offset in its stream's history (docs/history.md); 0 for messages without history.
     public var offset: UInt64
+    /// Which history `offset` belongs to.
+    public var stream: GoIMStream = .none
 
     public var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// The history a message's offset belongs to.
+public enum GoIMStream: Sendable, Equatable {
+    /// No history: goim's pushes, broadcasts, replies.
+    case none
+    /// The room's (positive `seq` on the wire).
+    case room
+    /// The pushes to this client's user, `history.mids` (negative `seq` on the wire).
+    case user
 }
 
 /// Where a room stands for this client after op 8 or op 13 of a server with history: the epoch and last offset the
 /// client now has, whether it asked to recover, and whether it got everything it missed.
 public struct GoIMStanding: Sendable, Equatable {
     public var room: String
+    public var epoch: String
+    public var offset: UInt64
+    public var recovering: Bool
+    public var recovered: Bool
+    /// Where the user's stream stands (op 8 only, with `recoverUser` and a server keeping user history).
+    public var user: GoIMUserStanding?
+}
+
+/// op 8's `mid` member: the user stream's epoch and last offset, whether the client asked to recover and got it all.
+public struct GoIMUserStanding: Sendable, Equatable {
     public var epoch: String
     public var offset: UInt64
     public var recovering: Bool
@@ -61,6 +83,9 @@ public struct GoIMConfiguration: Sendable {
     public var backoff = Backoff()
     /// Ask for what was missed on reconnect (servers with history; goim's comet ignores the member).
     public var recover = true
+    /// Also ask for the pushes to this client's user (`recover.mid`): offsets and recovery of its offline messages
+    /// (servers with `[history] mids`; otherwise nothing changes). Needs the JSON auth body.
+    public var recoverUser = true
     public var connectTimeout: Duration = .seconds(10)
     /// For `wss://`; nil = a client context trusting the system's roots.
     public var tls: NIOSSLContext?
@@ -104,6 +129,9 @@ public final class GoIMSession: Sendable {
         var room: String
         var epoch = ""
         var lastOffset: UInt64 = 0
+        /// The user stream's epoch and last offset delivered.
+        var userEpoch = ""
+        var userOffset: UInt64 = 0
         /// Where each room left off, so that coming back to it recovers what it missed meanwhile.
         var positions: [String: (epoch: String, offset: UInt64)] = [:]
         /// A room change sent and not answered yet: messages until op 13 still belong to the old room.
@@ -134,6 +162,8 @@ public final class GoIMSession: Sendable {
     public var room: String { inner.withLock { $0.room } }
     /// The last offset delivered in `room` and its epoch (empty before a server with history answered).
     public var position: (epoch: String, offset: UInt64) { inner.withLock { ($0.epoch, $0.lastOffset) } }
+    /// The same for the user's stream (pushes to its mid with history).
+    public var userPosition: (epoch: String, offset: UInt64) { inner.withLock { ($0.userEpoch, $0.userOffset) } }
     /// The room's online count from the last heartbeat reply.
     public var online: Int32 { inner.withLock { $0.online } }
 
@@ -282,9 +312,13 @@ public final class GoIMSession: Sendable {
             return bytes
         case .authBody(let body):
             var object = ((try? JSONSerialization.jsonObject(with: Data(body.encoded()))) as? [String: Any]) ?? [:]
-            let (room, epoch, offset) = inner.withLock { ($0.room, $0.epoch, $0.lastOffset) }
+            let (room, epoch, offset, user) = inner.withLock { ($0.room, $0.epoch, $0.lastOffset, ($0.userEpoch, $0.userOffset)) }
             object["room_id"] = room
-            if configuration.recover { object["recover"] = ["epoch": epoch, "offset": offset] }
+            if configuration.recover || configuration.recoverUser {
+                var recover: [String: Any] = configuration.recover ? ["epoch": epoch, "offset": offset] : ["epoch": "", "offset": 0]
+                if configuration.recoverUser { recover["mid"] = ["epoch": user.0, "offset": user.1] }
+                object["recover"] = recover
+            }
             return Array((try? JSONSerialization.data(withJSONObject: object)) ?? Data(body.encoded()))
         }
     }
@@ -305,24 +339,34 @@ public final class GoIMSession: Sendable {
             if let room = standing?.room ?? switched { stateSink.yield(.roomChanged(room: room, standing: standing)) }
             deliver(packet, offset: 0)
         default:
-            // A room message of a room with history carries its offset in seq (> 0); other pushes have 0.
-            let offset = packet.sequence > 0 ? UInt64(packet.sequence) : 0
-            if offset > 0 {
+            // A room message of a room with history carries its offset in seq (> 0), a push to this client's user
+            // with history minus its offset (< 0); other pushes have 0.
+            let stream: GoIMStream = packet.sequence > 0 ? .room : packet.sequence < 0 ? .user : .none
+            let offset = UInt64(packet.sequence.magnitude)
+            if stream != .none {
                 let fresh = inner.withLock { inner in
-                    guard offset > inner.lastOffset else { return false }  // already delivered (recovered, then live)
-                    inner.lastOffset = offset
+                    // Already delivered (recovered, then live): dropped.
+                    if stream == .room {
+                        guard offset > inner.lastOffset else { return false }
+                        inner.lastOffset = offset
+                    } else {
+                        guard offset > inner.userOffset else { return false }
+                        inner.userOffset = offset
+                    }
                     return true
                 }
                 guard fresh else { return }
             }
-            deliver(packet, offset: offset)
+            deliver(packet, offset: offset, stream: stream)
         }
     }
 
-    private func deliver(_ packet: Packet, offset: UInt64) {
+    private func deliver(_ packet: Packet, offset: UInt64, stream: GoIMStream = .none) {
         let room = inner.withLock { $0.room }
         messageSink.yield(
-            GoIMMessage(operation: packet.operation.rawValue, body: Array(packet.body.readableBytesView), room: room, offset: offset))
+            GoIMMessage(
+                operation: packet.operation.rawValue, body: Array(packet.body.readableBytesView), room: room, offset: offset,
+                stream: stream))
     }
 
     /// op 8 / op 13 of a server with history: `{"room","epoch","offset","recovering","recovered"}`. goim's op 8 is empty.
@@ -333,9 +377,14 @@ public final class GoIMSession: Sendable {
         else { return nil }
         let offset = (object["offset"] as? NSNumber)?.uint64Value ?? 0
         let room = (object["room"] as? String) ?? ""
-        let standing = GoIMStanding(
+        var standing = GoIMStanding(
             room: room, epoch: epoch, offset: offset, recovering: object["recovering"] as? Bool ?? false,
             recovered: object["recovered"] as? Bool ?? false)
+        if let user = object["mid"] as? [String: Any], let userEpoch = user["epoch"] as? String {
+            standing.user = GoIMUserStanding(
+                epoch: userEpoch, offset: (user["offset"] as? NSNumber)?.uint64Value ?? 0,
+                recovering: user["recovering"] as? Bool ?? false, recovered: user["recovered"] as? Bool ?? false)
+        }
         inner.withLock { inner in
             if epoch != inner.epoch {
                 // Another epoch (a first connect, or the room's history started again): its offsets start anew.
@@ -343,6 +392,10 @@ public final class GoIMSession: Sendable {
                 inner.lastOffset = 0
             }
             if !room.isEmpty { inner.room = room }
+            if let user = standing.user, user.epoch != inner.userEpoch {
+                inner.userEpoch = user.epoch
+                inner.userOffset = 0
+            }
         }
         return standing
     }
