@@ -4,7 +4,7 @@ import GoIMKit
 import GoIMProtocol
 
 /// `goim-tail --url ws://127.0.0.1:3102/sub --room live://1000`: prints a room's messages as they arrive, one per line
-/// (`<offset> <operation> <body>`), connection states on standard error. GoIMKit's living example.
+/// (`<offset> <operation> <body>`; `u<offset>` for a push to the user with history), connection states on standard error. GoIMKit's living example.
 @main
 struct GoIMTail: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -53,7 +53,9 @@ struct GoIMTail: AsyncParsableCommand {
         }
         for await message in session.messages {
             // One write per line, unbuffered: a pipe (`goim-tail | grep`) sees each message as it arrives.
-            FileHandle.standardOutput.write(Data("\(message.offset) \(message.operation) \(message.text)\n".utf8))
+            // A push to the user (its own history) shows its offset as u<offset>.
+            let offset = message.stream == .user ? "u\(message.offset)" : "\(message.offset)"
+            FileHandle.standardOutput.write(Data("\(offset) \(message.operation) \(message.text)\n".utf8))
         }
         await states.value
     }
