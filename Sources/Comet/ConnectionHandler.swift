@@ -717,31 +717,43 @@ final class ConnectionHandler: ChannelDuplexHandler {
         var recovery = UserRecovery(
             reply: .init(epoch: "", offset: 0, recovering: position.wantsRecovery, recovered: false), missed: [],
             waiting: waiting)
-        switch result {
-        case .success(let history) where history.enabled:
-            let top = max(history.top, history.messages.last?.offset ?? 0)
-            recovery.reply.epoch = history.epoch
-            recovery.reply.offset = top
-            recovery.reply.recovered = position.wantsRecovery && history.complete
-            recovery.missed = Comet.items(history.messages)
-            if position.wantsRecovery {
-                comet.counters.increment(history.complete ? \.recoveries : \.recoveriesIncomplete)
-            }
-            // As for a room: this comet's order of the user's messages starts after what was read at the latest.
-            if !history.epoch.isEmpty, let user {
-                user.info.sequencer(maxHeld: comet.configuration.history.maxHeld, counters: comet.counters)
-                    .start(epoch: history.epoch, after: top)
-            }
-            userStream = .live(epoch: history.epoch, through: top)
-        case .success:
-            userStream = .live(epoch: "", through: 0)
-        case .failure(let error):
-            comet.counters.increment(\.recoveryFailures)
-            comet.logger.warning(
-                "cannot read user history for a recovering client", metadata: logMetadata.merging(["error": "\(error)"]) { $1 })
+        if let read = take(result, wantsRecovery: position.wantsRecovery, stream: user, kind: "user") {
+            recovery.reply.epoch = read.epoch
+            recovery.reply.offset = read.top
+            recovery.reply.recovered = position.wantsRecovery && read.complete
+            recovery.missed = Comet.items(read.messages)
+            userStream = .live(epoch: read.epoch, through: read.top)
+        } else {
             userStream = .live(epoch: "", through: 0)
         }
         return recovery
+    }
+
+    /// One stream's history read for a recovering client, when its stream keeps history: counted, and this comet's
+    /// order of the stream starts after what was read at the latest (it may not have passed on any offset of it yet).
+    private func take(
+        _ result: Result<Swiftgoim_Logic_HistoryReply, any Error>, wantsRecovery: Bool, stream member: LoopRoom?,
+        kind: String
+    ) -> (epoch: String, top: UInt64, complete: Bool, messages: [Swiftgoim_Logic_HistoryEntry])? {
+        switch result {
+        case .success(let history) where history.enabled:
+            let top = max(history.top, history.messages.last?.offset ?? 0)
+            if wantsRecovery {
+                comet.counters.increment(history.complete ? \.recoveries : \.recoveriesIncomplete)
+            }
+            if !history.epoch.isEmpty, let member {
+                member.info.sequencer(maxHeld: comet.configuration.history.maxHeld, counters: comet.counters)
+                    .start(epoch: history.epoch, after: top)
+            }
+            return (history.epoch, top, history.complete, history.messages)
+        case .success:
+            return nil
+        case .failure(let error):
+            comet.counters.increment(\.recoveryFailures)
+            comet.logger.warning(
+                "cannot read \(kind) history for a recovering client", metadata: logMetadata.merging(["error": "\(error)"]) { $1 })
+            return nil
+        }
     }
 
     /// The user stream's missed messages (those the connection watches), each as goim's job sends a push to keys,
@@ -786,31 +798,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
             key: replyOperation == .authReply && returnKey ? key : nil, room: id, epoch: "", offset: 0,
             recovering: request.wantsRecovery, recovered: false, mid: user?.reply)
         var missed: ByteBuffer?
-        switch result {
-        case .success(let history) where history.enabled:
-            let top = max(history.top, history.messages.last?.offset ?? 0)
-            reply.epoch = history.epoch
-            reply.offset = top
-            reply.recovered = request.wantsRecovery && history.complete
-            if !history.messages.isEmpty {
+        if let read = take(result, wantsRecovery: request.wantsRecovery, stream: room, kind: "room") {
+            reply.epoch = read.epoch
+            reply.offset = read.top
+            reply.recovered = request.wantsRecovery && read.complete
+            if !read.messages.isEmpty {
                 var body = ByteBuffer()
-                for item in Comet.items(history.messages) { body.writeImmutableBuffer(item.bytes) }
+                for item in Comet.items(read.messages) { body.writeImmutableBuffer(item.bytes) }
                 missed = body
             }
-            if request.wantsRecovery {
-                comet.counters.increment(history.complete ? \.recoveries : \.recoveriesIncomplete)
-            }
-            // This comet may not have passed on any offset of this room yet: start its order after what was read.
-            if !history.epoch.isEmpty, let room {
-                room.info.sequencer(maxHeld: comet.configuration.history.maxHeld, counters: comet.counters)
-                    .start(epoch: history.epoch, after: top)
-            }
-            stream = .live(epoch: history.epoch, through: top)
-        case .success:
-            stream = .live(epoch: "", through: 0)
-        case .failure(let error):
-            comet.counters.increment(\.recoveryFailures)
-            comet.logger.warning("cannot read room history for a recovering client", metadata: logMetadata.merging(["error": "\(error)"]) { $1 })
+            stream = .live(epoch: read.epoch, through: read.top)
+        } else {
             stream = .live(epoch: "", through: 0)
         }
         nioMayHoldBytes = true
