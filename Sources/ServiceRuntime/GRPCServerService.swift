@@ -6,6 +6,7 @@ import NIOCore
 import NIOPosix
 import Primitives
 import ServiceLifecycle
+import Synchronization
 
 /// A gRPC server (HTTP/2 over NIO, plaintext) as a `Service`: serves until graceful shutdown, then lets calls in
 /// flight finish. Comet (`goim.comet.Comet`) and logic (`goim.logic.Logic`) both run theirs through this type.
@@ -25,7 +26,9 @@ public final class GRPCServerService: Service {
         public init() {}
     }
 
-    private let server: GRPCServer<HTTP2ServerTransport.Posix>
+    /// Released when `run()` ends: the transport's deinit completes a promise on the event loop group, which must
+    /// still be running then (it is shut down after every other service).
+    private let server: Mutex<GRPCServer<HTTP2ServerTransport.Posix>?>
     private let name: String
     private let address: HostPort
     private let logger: Logger
@@ -52,10 +55,10 @@ public final class GRPCServerService: Service {
         let socketAddress: GRPCNIOTransportCore.SocketAddress =
             IPAddressLiteral(address.host) == .v6
             ? .ipv6(host: address.host, port: address.port) : .ipv4(host: address.host, port: address.port)
-        server = GRPCServer(
+        server = Mutex(GRPCServer(
             transport: .http2NIOPosix(
                 address: socketAddress, transportSecurity: .plaintext, config: config, eventLoopGroup: eventLoopGroup),
-            services: services, interceptors: options.interceptors)
+            services: services, interceptors: options.interceptors))
         self.name = name
         self.address = address
         self.logger = logger
@@ -71,10 +74,12 @@ public final class GRPCServerService: Service {
     public var boundPort: Int? { port.current }
 
     public func run() async throws {
+        guard let server = self.server.withLock({ $0 }) else { throw ServiceRuntimeError.stopped(name) }
+        defer { self.server.withLock { $0 = nil } }
         do {
             try await withGracefulShutdownHandler {
                 try await withThrowingDiscardingTaskGroup { group in
-                    group.addTask { try await self.server.serve() }
+                    group.addTask { try await server.serve() }
                     if let bound = try await server.listeningAddress, let number = bound.ipv4?.port ?? bound.ipv6?.port {
                         logger.info(
                             "gRPC service listening",
@@ -83,7 +88,7 @@ public final class GRPCServerService: Service {
                     }
                 }
             } onGracefulShutdown: {
-                self.server.beginGracefulShutdown()
+                server.beginGracefulShutdown()
             }
         } catch {
             port.fail(error)
