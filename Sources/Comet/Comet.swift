@@ -174,7 +174,7 @@ final class Comet: Sendable {
         var index: [ObjectIdentifier: Int] = [:]
         for loop in group.makeIterator() {
             index[ObjectIdentifier(loop)] = loops.count
-            loops.append(.makeBoxSendingValue(LoopState(eventLoop: loop, counters: counters), eventLoop: loop))
+            loops.append(.makeBoxSendingValue(LoopState(eventLoop: loop, counters: counters, index: loops.count), eventLoop: loop))
         }
         self.loops = loops
         self.loopIndex = index
@@ -336,7 +336,7 @@ final class Comet: Sendable {
                     return Push(rawBody: inner)
                 }()
                 plain = push
-                for box in loops {
+                for box in loops(holding: info) {
                     written.append(box.eventLoop.submit { box.value.pushToUser(id, operation: operation, push: push) })
                 }
                 continue
@@ -347,7 +347,7 @@ final class Comet: Sendable {
             let fill = sequencer.accept(
                 epoch: target.epoch, body: packet, packets: [OffsetPackets.Item(offset: target.offset, bytes: packet)]
             ) { run in
-                written += enqueue(run, user: id)
+                written += enqueue(run, user: id, info: info)
             }
             if fill { scheduleGapFill(.user(target.mid), sequencer) }
         }
@@ -357,18 +357,27 @@ final class Comet: Sendable {
 
     /// Hands a run of a user's stream to every loop, one message at a time (each has its own operation, which each
     /// connection's watch set filters; goim sent each push to keys on its own).
-    func enqueue(_ run: OffsetRun, user id: String) -> [EventLoopFuture<Void>] {
+    func enqueue(_ run: OffsetRun, user id: String, info: RoomInfo?) -> [EventLoopFuture<Void>] {
+        guard let info else { return [] }
+        let targets = loops(holding: info)
         var written: [EventLoopFuture<Void>] = []
         for item in OffsetPackets.split(run.body) ?? [] {
             let operation = item.bytes.getInteger(at: item.bytes.readerIndex + 8, as: Int32.self) ?? 0
             let push = StreamPush(
                 userMessage: OffsetRun(epoch: run.epoch, first: item.offset, last: item.offset, body: item.bytes),
                 operation: operation)
-            for box in loops {
+            for box in targets {
                 written.append(box.eventLoop.submit { box.value.pushToUser(id, stream: push) })
             }
         }
         return written
+    }
+
+    /// The loops with members of `info` now (a user's connections are usually on one): a member that joins later
+    /// joined before its own history read, so it gets what it misses from history (docs/history.md).
+    private func loops(holding info: RoomInfo) -> [NIOLoopBoundBox<LoopState>] {
+        let mask = info.loops.load(ordering: .acquiring)
+        return loops.indices.compactMap { mask & LoopState.bit(forLoop: $0) != 0 ? loops[$0] : nil }
     }
 
     /// Hands a run to every loop (in the caller's order: each loop's task queue keeps it).
@@ -409,7 +418,7 @@ final class Comet: Sendable {
     private func enqueue(_ run: OffsetRun, _ key: StreamKey) -> [EventLoopFuture<Void>] {
         switch key {
         case .room(let id): enqueue(run, room: id)
-        case .user(let mid): enqueue(run, user: String(mid))
+        case .user(let mid): enqueue(run, user: String(mid), info: users.info(for: String(mid)))
         }
     }
 

@@ -35,9 +35,18 @@ final class LoopState {
     var authenticated: [Int] = [0, 0]
     var closed = 0
 
-    init(eventLoop: any EventLoop, counters: Counters) {
+    /// This loop's bit in `RoomInfo.loops`. Loops past the 63rd (and loops outside the comet's group, in unit
+    /// tests) share the top bit, which is never cleared: "ask every loop".
+    let bit: UInt64
+
+    init(eventLoop: any EventLoop, counters: Counters, index: Int = 63) {
         self.eventLoop = eventLoop
         self.counters = counters
+        bit = Self.bit(forLoop: index)
+    }
+
+    static func bit(forLoop index: Int) -> UInt64 {
+        (0..<63).contains(index) ? 1 << UInt64(index) : 1 << 63
     }
 
     // MARK: connections
@@ -76,25 +85,25 @@ final class LoopState {
 
     /// Adds `connection` to room `id` on this loop, counting it in `directory`.
     func join(_ connection: ConnectionHandler, room id: String, directory: RoomDirectory) -> LoopRoom {
-        Self.join(connection, id, directory, table: &rooms, index: \.roomIndex)
+        Self.join(connection, id, directory, table: &rooms, index: \.roomIndex, bit: bit)
     }
 
     func leave(_ connection: ConnectionHandler, room: LoopRoom, directory: RoomDirectory) {
-        Self.leave(connection, room, directory, table: &rooms, index: \.roomIndex)
+        Self.leave(connection, room, directory, table: &rooms, index: \.roomIndex, bit: bit)
     }
 
     /// Adds `connection` to its user's connections (`mid`) on this loop.
     func join(_ connection: ConnectionHandler, user mid: Int64, directory: RoomDirectory) -> LoopRoom {
-        Self.join(connection, String(mid), directory, table: &users, index: \.userIndex)
+        Self.join(connection, String(mid), directory, table: &users, index: \.userIndex, bit: bit)
     }
 
     func leave(_ connection: ConnectionHandler, user: LoopRoom, directory: RoomDirectory) {
-        Self.leave(connection, user, directory, table: &users, index: \.userIndex)
+        Self.leave(connection, user, directory, table: &users, index: \.userIndex, bit: bit)
     }
 
     private static func join(
         _ connection: ConnectionHandler, _ id: String, _ directory: RoomDirectory, table: inout [String: LoopRoom],
-        index: ReferenceWritableKeyPath<ConnectionHandler, Int>
+        index: ReferenceWritableKeyPath<ConnectionHandler, Int>, bit: UInt64
     ) -> LoopRoom {
         let info = directory.join(id)
         let room: LoopRoom
@@ -103,6 +112,7 @@ final class LoopState {
         } else {
             room = LoopRoom(info: info)
             table[id] = room
+            info.loops.bitwiseOr(bit, ordering: .releasing)
         }
         connection[keyPath: index] = room.members.count
         room.members.append(connection)
@@ -111,7 +121,7 @@ final class LoopState {
 
     private static func leave(
         _ connection: ConnectionHandler, _ room: LoopRoom, _ directory: RoomDirectory, table: inout [String: LoopRoom],
-        index indexPath: ReferenceWritableKeyPath<ConnectionHandler, Int>
+        index indexPath: ReferenceWritableKeyPath<ConnectionHandler, Int>, bit: UInt64
     ) {
         let index = connection[keyPath: indexPath]
         if index >= 0, index < room.members.count, room.members[index] === connection {
@@ -122,6 +132,7 @@ final class LoopState {
             }
             if room.members.isEmpty, table[room.info.id] === room {
                 table.removeValue(forKey: room.info.id)
+                if bit != 1 << 63 { room.info.loops.bitwiseAnd(~bit, ordering: .releasing) }
             }
         }
         connection[keyPath: indexPath] = -1

@@ -9,6 +9,8 @@ final class RoomInfo: Sendable {
     let online = Atomic<Int32>(0)
     /// Cluster-wide count from the last `RenewOnline` reply (0 = unknown).
     let allOnline = Atomic<Int32>(0)
+    /// The event loops with members, one bit per loop (`LoopState.bit`): a push to a user hops only to those.
+    let loops = Atomic<UInt64>(0)
 
     /// Orders the room's messages with offsets (rooms with history only; made on the first one).
     private let sequencerBox = Mutex<RoomSequencer?>(nil)

@@ -338,6 +338,22 @@ extension CometSuite {
             #expect(unit.logic.calls.connects.isEmpty)
         }
 
+        @Test("an authenticated connection is in its user's index (pushes to users with history) until it closes")
+        func userIndex() async throws {
+            let unit = try await HandlerUnit.make(.tcp, logic: StubLogic(heartbeatNanoseconds: 1_000_000_000))
+            defer { Task { await unit.finish() } }
+            try await unit.authenticate(auth(mid: 42, key: "u-user", room: ""))
+            let info = try #require(unit.comet.users.info(for: "42"))
+            #expect(info.reportedOnline == 1)
+            // A loop outside the comet's group (this test's) marks the top bit: "ask every loop".
+            #expect(info.loops.load(ordering: .relaxed) == 1 << 63)
+            #expect(LoopState.bit(forLoop: 0) == 1 && LoopState.bit(forLoop: 5) == 32 && LoopState.bit(forLoop: 70) == 1 << 63)
+            #expect(unit.comet.rooms.counts().isEmpty, "users are not rooms")
+            try await unit.onLoop { $0.loop.sweep(now: .now() + .seconds(2)) }
+            #expect(unit.isClosed)
+            try await waitUntil { unit.comet.users.info(for: "42") == nil }
+        }
+
         @Test("heartbeat deadline: the sweep closes an authenticated connection and Logic gets Disconnect once")
         func heartbeatTimeout() async throws {
             let unit = try await HandlerUnit.make(.tcp, logic: StubLogic(heartbeatNanoseconds: 1_000_000_000))
