@@ -162,19 +162,20 @@ struct Fanout: AsyncParsableCommand {
 
 struct EndToEnd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "e2e", abstract: "Room (or all) pushes through logic's HTTP API to clients: delivery and latency (HTTP accepted -> received).")
+        commandName: "e2e", abstract: "Room, all or mids pushes through logic's HTTP API to clients: delivery and latency (HTTP accepted -> received).")
 
     @OptionGroup var client: ClientOptions
     @Option(help: "Logic HTTP address.") var logic = "127.0.0.1:3111"
     @Option(help: "Pushes per second.") var rate: Double = 20
     @Option(help: "Seconds to push for.") var duration: Double = 60
     @Option(help: "Message body size.") var body = 32
-    @Option(help: "room (the clients' room) or all (/goim/push/all).") var route = "room"
+    @Option(help: "room (the clients' room), all (/goim/push/all) or mids (each push to one client's mid, in turn).")
+    var route = "room"
     @Flag(help: "JSON output.") var json = false
 
     func run() async throws {
         _ = raiseFileLimit()
-        guard ["room", "all"].contains(route) else { throw ValidationError("--route is room or all") }
+        guard ["room", "all", "mids"].contains(route) else { throw ValidationError("--route is room, all or mids") }
         let fleet = try await client.start()
         let authed = fleet.total().authed
         let (type, id) = splitRoom(client.room)
@@ -189,12 +190,18 @@ struct EndToEnd: AsyncParsableCommand {
         for i in 0..<total {
             let due = start + .seconds(Double(i) / rate)
             if due > .now { try await Task.sleep(until: due) }
-            let path = route == "all" ? "/goim/push/all?operation=1000" : "/goim/push/room?operation=1000&type=\(type)&room=\(id)"
+            let path =
+                switch route {
+                case "all": "/goim/push/all?operation=1000"
+                case "mids": "/goim/push/mids?operation=1000&mids=\(client.firstMid + Int64(i % max(1, client.clients)))"
+                default: "/goim/push/room?operation=1000&type=\(type)&room=\(id)"
+                }
             let (status, text) = try await poster.post(path, body: Stamp.body(size: body))
             if status == 200 && text.contains("\"code\":0") { accepted += 1 } else { failures += 1 }
             if i % 20 == 0 { progressLine("pushed \(i + 1)/\(total), delivered \(fleet.total().received)") }
         }
-        let expected = accepted * authed
+        // A mids push reaches one client (when every client authenticated).
+        let expected = route == "mids" ? accepted * authed / max(1, client.clients) : accepted * authed
         let final = await fleet.wait(timeout: .seconds(30)) { $0.received >= expected }
         endProgress()
         await poster.close()
