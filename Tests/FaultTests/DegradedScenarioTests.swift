@@ -26,16 +26,24 @@ extension FaultScenarioTests {
         Set(fleet.clients.filter { $0.comet.withLock { $0 } == comet }.map(\.index))
     }
 
-    @Test("a slow comet (stopped 80 ms of every 120 ms: its answers come late, not never): the other comet keeps at least 90 % of its delivery rate")
+    /// How the slow comet is slowed: stopped for `stopped`, then running for `running`, over and over
+    /// (GOIM_FAULT_SLOW=STOPPED/RUNNING in milliseconds, e.g. 80/40 for answers late by less than job's timeout).
+    static let slowCycle: (stopped: Int, running: Int) = {
+        let parts = (FaultScale.environment["GOIM_FAULT_SLOW"] ?? "").split(separator: "/").compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1]) : (1100, 200)
+    }()
+
+    @Test("a slow comet (stopped 1.1 s of every 1.3 s: answers late, some beyond job's 1 s timeout): the other comet keeps at least 90 % of its delivery rate; the slow one's calls are retried until the deadline")
     func slowComet() async throws {
         var options = Stack.Options()
         options.cometEnvironment = ["GOIM_REGISTRY_TTL": "60s"]
         options.jobEnvironment = Self.degradedJobEnvironment
         let ratio = Back()
         let window = Duration.milliseconds(Int64(FaultScale.seconds * 300))
-        let slowFor = window + .milliseconds(500)
+        let slowFor = window * 2
+        let (stopped, running) = Self.slowCycle
         let report = try await Self.scenario(
-            "comet slow (SIGSTOP 80 ms / SIGCONT 40 ms), still registered", options: options,
+            "comet slow (SIGSTOP \(stopped) ms / SIGCONT \(running) ms), still registered", options: options,
             apart: { Self.clients(of: "comet-b", $0) },
             measure: { fleet, faultAt, _ in
                 let healthy = Self.deliveryRate(fleet, comet: "comet-a", faultAt: faultAt, window: window)
@@ -45,18 +53,21 @@ extension FaultScenarioTests {
             }
         ) { stack, _ in
             let slow = try #require(stack.comets[1].process.pid)
-            // Duty cycling: the comet runs 40 ms in every 120, so each gRPC answer waits up to 80 ms plus its queue;
-            // calls end late instead of failing, which is what a comet on an overloaded machine or a slow link does.
+            // Duty cycling: the comet runs `running` ms in every `stopped + running`, so a gRPC answer comes up to
+            // `stopped` ms late (plus its queue): some calls end late, others outlast job's timeout and are retried,
+            // which is what a comet on an overloaded machine does. Its registry record stays fresh (60 s TTL).
             let end = ContinuousClock.now + slowFor
             var cycles = 0
             while ContinuousClock.now < end {
                 kill(slow, SIGSTOP)
-                try? await Task.sleep(for: .milliseconds(80))
+                try? await Task.sleep(for: .milliseconds(stopped))
                 kill(slow, SIGCONT)
-                try? await Task.sleep(for: .milliseconds(40))
+                try? await Task.sleep(for: .milliseconds(running))
                 cycles += 1
             }
             kill(slow, SIGCONT)
+            // Messages still waiting on it end by the delivery deadline (3 s): count them after it.
+            try await Task.sleep(for: .seconds(3.5))
             let counters = try await Self.jobCounters(stack)
             return ["comet-b slowed for \(DeliveryReport.format(slowFor)) (\(cycles) cycles); comet.skipAfter 500ms, timeout 1 s, deliveryDeadline 3 s; maxInFlight 64, room queue 16; job: \(counters)"]
         }
