@@ -126,6 +126,8 @@ extension FaultScenarioTests {
         ) { stack, _ in
             let network = try #require(stack.network)
             let cut = stack.comets[1]
+            // Job calls comet-b at the address comet-b registered: its own, in its namespace.
+            try #require(cut.host != "127.0.0.1" && stack.jobs[0].output.contains("goim.rpc=\(cut.host):\(cut.rpcPort)"))
             try network.drop(from: "job-1", to: cut.host)
             do {
                 try await Task.sleep(for: partitionFor)
