@@ -35,14 +35,23 @@ public final class NetworkNamespaces: Sendable {
         atexit { NetworkNamespaces.live.withLock { $0.values.forEach { $0.remove() } } }
     }()
 
-    /// Why namespaces cannot be made here (not root, `ip` or `iptables` missing), or nil when they can.
-    public static var unavailable: String? {
+    /// Why namespaces cannot be made here (not root, `ip` or `iptables` missing, or a container without the
+    /// privileges: probed once by making and deleting a namespace), or nil when they can.
+    public static let unavailable: String? = {
         if geteuid() != 0 { return "network namespaces need root (ip netns, veth, a bridge, iptables)" }
         for path in [ipPath, iptablesPath] where !FileManager.default.isExecutableFile(atPath: path) {
             return "\(path) is missing (apt-get install iproute2 iptables; scripts/install-deps)"
         }
+        let probe = "goim-probe-\(String(format: "%06x", UInt32.random(in: 0..<0x100_0000)))"
+        defer { _ = try? ip(["netns", "delete", probe]) }
+        do {
+            try ip(["netns", "add", probe])
+            try run(ipPath, ["netns", "exec", probe, iptablesPath, "-L", "OUTPUT", "-n"])
+        } catch {
+            return "cannot make a network namespace here: \(error)"
+        }
         return nil
-    }
+    }()
 
     private init(tag: String, bridge: String, gateway: String, members: [String: Member]) {
         self.tag = tag
