@@ -10,9 +10,10 @@ import Glibc
 /// cut one path with iptables. The test process stays in the root namespace and reaches every service through the
 /// bridge's address there.
 ///
-/// Names carry a random tag (parallel runs do not collide); the subnet is `10.77.<n>.0/24` with an `n` no interface
+/// Names carry the test process's pid and a random number (parallel runs do not collide; what a killed run left is
+/// deleted by the next one); the subnet is `10.77.<n>.0/24` with an `n` no interface
 /// of the machine uses yet. Only addresses inside that subnet are ever used. `remove()` deletes the namespaces (their
-/// veth ends and iptables rules go with them) and the bridge; it also runs at exit for whatever a crashing test left.
+/// veth ends and iptables rules go with them) and the bridge; it also runs at exit for whatever a failing test left.
 /// Needs root, `ip` and `iptables` (`unavailable` says what is missing).
 public final class NetworkNamespaces: Sendable {
     public struct Member: Sendable {
@@ -20,7 +21,7 @@ public final class NetworkNamespaces: Sendable {
         public let address: String
     }
 
-    /// The random part of every name (6 hex digits).
+    /// The part of every name that tells runs apart: the test process's pid and a random number (10 hex digits).
     public let tag: String
     public let bridge: String
     /// The bridge's address in the root namespace: where the test process's connections come from.
@@ -63,7 +64,9 @@ public final class NetworkNamespaces: Sendable {
     /// Creates the bridge and one namespace per service (addresses .10, .11, … in service order).
     public static func create(services: [String]) throws -> NetworkNamespaces {
         _ = registered
-        let tag = String(format: "%06x", UInt32.random(in: 0..<0x100_0000))
+        removeLeftovers()
+        // Our pid, then a random part: what `removeLeftovers` reads back.
+        let tag = String(format: "%06x%04x", UInt32(getpid()) & 0xFF_FFFF, UInt32.random(in: 0..<0x1_0000))
         let used = (try? run(ipPath, ["-4", "-o", "addr", "show"])) ?? ""
         let free = (1...254).filter { !used.contains(" 10.77.\($0).") }
         guard let octet = free.randomElement() else { throw NetworkNamespaceError("no free 10.77.x.0/24 subnet") }
@@ -116,6 +119,23 @@ public final class NetworkNamespaces: Sendable {
         for member in members.values { _ = try? Self.ip(["netns", "delete", member.namespace]) }
         _ = try? Self.ip(["link", "delete", bridge])
         Self.live.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
+    }
+
+    /// Deletes the namespaces and bridges of test processes that no longer run (killed before their `atexit`).
+    static func removeLeftovers() {
+        guard let list = try? ip(["netns", "list"]) else { return }
+        var dead = Set<String>()
+        for line in list.split(separator: "\n") {
+            let name = String(line.split(separator: " ").first ?? "")
+            let parts = name.split(separator: "-")
+            guard parts.count >= 3, parts[0] == "goim", parts[1].count == 10, let pid = Int32(parts[1].prefix(6), radix: 16)
+            else { continue }
+            // Alive (or not ours to signal): leave it.
+            if kill(pid, 0) == 0 || errno == EPERM { continue }
+            _ = try? ip(["netns", "delete", name])
+            dead.insert(String(parts[1]))
+        }
+        for tag in dead { _ = try? ip(["link", "delete", "gb\(tag)"]) }
     }
 
     @discardableResult
