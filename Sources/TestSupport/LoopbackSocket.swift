@@ -13,8 +13,9 @@ public enum LoopbackSocket {
         public let description: String
     }
 
-    /// A connected descriptor (the caller closes it); `receiveTimeout` sets SO_RCVTIMEO in seconds.
-    public static func connect(port: Int, receiveTimeout: Int? = nil) throws -> CInt {
+    /// A connected descriptor (the caller closes it); `receiveTimeout` sets SO_RCVTIMEO in seconds. `host` is an IPv4
+    /// literal (another address than loopback: a service in a test's network namespace).
+    public static func connect(host: String = "127.0.0.1", port: Int, receiveTimeout: Int? = nil) throws -> CInt {
         #if canImport(Glibc)
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         #else
@@ -24,7 +25,7 @@ public enum LoopbackSocket {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_addr.s_addr = inet_addr(host)
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 systemConnect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
@@ -33,7 +34,7 @@ public enum LoopbackSocket {
         guard result == 0 else {
             let code = errno
             close(descriptor)
-            throw Failure(description: "connect to 127.0.0.1:\(port) failed: errno \(code)")
+            throw Failure(description: "connect to \(host):\(port) failed: errno \(code)")
         }
         if let receiveTimeout {
             var timeout = timeval(tv_sec: receiveTimeout, tv_usec: 0)

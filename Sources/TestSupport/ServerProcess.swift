@@ -17,7 +17,7 @@ public enum TestServerError: Error, CustomStringConvertible {
         case .executableNotFound(let name, let searched):
             return "\(name) not found (searched \(searched.joined(separator: ", "))); install it with apt-get"
         case .didNotStart(let name, let port, let output):
-            return "\(name) did not answer on 127.0.0.1:\(port) in time; its output:\n\(output)"
+            return "\(name) did not answer on its port \(port) in time; its output:\n\(output)"
         }
     }
 }
@@ -69,6 +69,8 @@ public final class ServerProcess: @unchecked Sendable {
     // @unchecked Sendable: the mutable `process` is only touched under `lock`.
     public let name: String
     public let port: Int
+    /// The address `start()` waits on: 127.0.0.1, or the process's own address in a test's network namespace.
+    public let host: String
     public let directory: URL
     private let executable: String
     private let arguments: [String]
@@ -77,8 +79,12 @@ public final class ServerProcess: @unchecked Sendable {
     private var process: Process?
     private let logURL: URL
 
-    init(name: String, executable: String, arguments: [String], port: Int, directory: URL, environment: [String: String]? = nil) {
+    init(
+        name: String, executable: String, arguments: [String], port: Int, host: String = "127.0.0.1", directory: URL,
+        environment: [String: String]? = nil
+    ) {
         self.name = name
+        self.host = host
         self.executable = executable
         self.arguments = arguments
         self.port = port
@@ -127,7 +133,7 @@ public final class ServerProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if !process.isRunning { break }
-            if Self.canConnect(port: port) { return }
+            if Self.canConnect(host: host, port: port) { return }
             try await Task.sleep(for: .milliseconds(50))
         }
         await stop()
@@ -200,9 +206,9 @@ public final class ServerProcess: @unchecked Sendable {
         try await start()
     }
 
-    /// True when something accepts TCP connections on 127.0.0.1:`port`.
-    public static func canConnect(port: Int) -> Bool {
-        guard let descriptor = try? LoopbackSocket.connect(port: port) else { return false }
+    /// True when something accepts TCP connections on `host`:`port`.
+    public static func canConnect(host: String = "127.0.0.1", port: Int) -> Bool {
+        guard let descriptor = try? LoopbackSocket.connect(host: host, port: port) else { return false }
         close(descriptor)
         return true
     }
@@ -290,18 +296,20 @@ public enum TestServers {
         throw TestServerError.executableNotFound(name, searched: searched)
     }
 
-    /// Starts `redis-server` on a free loopback port, persistence off, in a temporary directory.
-    public static func redis(password: String? = nil) async throws -> ServerProcess {
+    /// Starts `redis-server` on a free loopback port, persistence off, in a temporary directory. `host` and
+    /// `launcher` (e.g. `ip netns exec NS`) run it on another address in a network namespace.
+    public static func redis(password: String? = nil, host: String = "127.0.0.1", launcher: [String] = []) async throws -> ServerProcess {
         let port = freePort()
         let directory = try temporaryDirectory("redis")
         var arguments = [
-            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--port", "\(port)", "--bind", host, "--save", "", "--appendonly", "no",
             "--dir", directory.path, "--daemonize", "no", "--protected-mode", "no",
         ]
         if let password { arguments += ["--requirepass", password] }
+        let (executable, prefix) = try launched(launcher, "redis-server")
         let server = ServerProcess(
-            name: "redis-server", executable: try locate("redis-server"), arguments: arguments,
-            port: port, directory: directory)
+            name: "redis-server", executable: executable, arguments: prefix + arguments, port: port, host: host,
+            directory: directory)
         try await server.start()
         return server
     }
@@ -309,26 +317,41 @@ public enum TestServers {
     /// Starts `nats-server` with JetStream on a free loopback port; its store lives in a temporary
     /// directory so that a restart keeps streams and consumers. `extraArguments` go to nats-server as they are
     /// (authentication, TLS).
-    public static func nats(jetStream: Bool = true, extraArguments: [String] = []) async throws -> ServerProcess {
+    public static func nats(
+        jetStream: Bool = true, extraArguments: [String] = [], host: String = "127.0.0.1", launcher: [String] = []
+    ) async throws -> ServerProcess {
         let port = freePort()
         let directory = try temporaryDirectory("nats")
-        var arguments = ["-a", "127.0.0.1", "-p", "\(port)"] + extraArguments
+        var arguments = ["-a", host, "-p", "\(port)"] + extraArguments
         if jetStream { arguments += ["-js", "-sd", directory.appendingPathComponent("js").path] }
+        let (executable, prefix) = try launched(launcher, "nats-server")
         let server = ServerProcess(
-            name: "nats-server", executable: try locate("nats-server"), arguments: arguments,
-            port: port, directory: directory)
+            name: "nats-server", executable: executable, arguments: prefix + arguments, port: port, host: host,
+            directory: directory)
         try await server.start()
         return server
     }
 
-    /// Runs one of this package's built executables (e.g. "comet") as a separate process.
+    /// Runs one of this package's built executables (e.g. "comet") as a separate process; with `launcher` (e.g.
+    /// `ip netns exec NS`) through it, answering on `host`.
     public static func executable(
-        _ name: String, arguments: [String], port: Int, environment: [String: String]? = nil
+        _ name: String, arguments: [String], port: Int, environment: [String: String]? = nil, host: String = "127.0.0.1",
+        launcher: [String] = []
     ) throws -> ServerProcess {
         let directory = try temporaryDirectory(name)
+        let path = try builtProductPath(name)
+        let (executable, prefix) = launcher.isEmpty ? (path, []) : (launcher[0], Array(launcher.dropFirst()) + [path])
         return ServerProcess(
-            name: name, executable: try builtProductPath(name), arguments: arguments, port: port,
+            name: name, executable: executable, arguments: prefix + arguments, port: port, host: host,
             directory: directory, environment: environment)
+    }
+
+    /// The executable and leading arguments that run program `name` (found on PATH) through `launcher`, if any.
+    /// `ip netns exec` execs the program in place: the pid a test signals is the program's.
+    static func launched(_ launcher: [String], _ name: String) throws -> (String, [String]) {
+        let path = try locate(name)
+        guard let first = launcher.first else { return (path, []) }
+        return (first, Array(launcher.dropFirst()) + [path])
     }
 
     /// Runs any program (e.g. `python3`, `chromium`) as a separate process in its own temporary directory;

@@ -83,7 +83,7 @@ final class CheckedFleet: Sendable {
 
     private func connect(_ client: Client, to comet: Stack.Comet) async throws {
         let connection = try await GoIMClient.connect(
-            port: client.webSocket ? comet.webSocketPort : comet.tcpPort, transport: client.webSocket ? .webSocket() : .tcp,
+            host: comet.host, port: client.webSocket ? comet.webSocketPort : comet.tcpPort, transport: client.webSocket ? .webSocket() : .tcp,
             delivery: .handler { packet in client.record(packet) })
         do {
             // The server picks the key (as goim's own clients let it).

@@ -25,7 +25,8 @@ struct FaultScenarioTests {
         _ name: String, options: Stack.Options = Stack.Options(), heartbeat: Duration? = nil, recovering: Bool = false,
         apart: @escaping @Sendable (CheckedFleet) -> Set<Int> = { _ in [] },
         excluded: @escaping @Sendable (Pusher.Record, ContinuousClock.Instant) -> Bool = { _, _ in false },
-        measure: @escaping @Sendable (CheckedFleet, ContinuousClock.Instant) -> [String] = { _, _ in [] },
+        seconds: Double = FaultScale.seconds,
+        measure: @escaping @Sendable (CheckedFleet, ContinuousClock.Instant, [Pusher.Record]) async throws -> [String] = { _, _, _ in [] },
         prepare: @escaping @Sendable (Stack) async throws -> [String] = { _ in [] },
         inject: @escaping @Sendable (Stack, CheckedFleet) async throws -> [String]
     ) async throws -> DeliveryReport {
@@ -45,9 +46,9 @@ struct FaultScenarioTests {
             defer { heartbeats?.cancel() }
 
             let pusher = Pusher()
-            let count = Int(FaultScale.rate * FaultScale.seconds)
+            let count = Int(FaultScale.rate * seconds)
             let pushing = Task { await pusher.send(count: count, rate: FaultScale.rate, stack: stack, fleet: fleet) }
-            try await Task.sleep(for: .milliseconds(Int64(FaultScale.seconds * 300)))
+            try await Task.sleep(for: .milliseconds(Int64(seconds * 300)))
             let faultAt = ContinuousClock.now
             let notes = try await inject(stack, fleet)
             await pushing.value
@@ -64,7 +65,7 @@ struct FaultScenarioTests {
                 return current.lost == 0 && (!recovering || current.reconnectedRoomDelivered == current.reconnectedRoomExpected)
             }
             var final = report()
-            final.notes = prepared + notes + measure(fleet, faultAt)
+            final.notes = prepared + notes + (try await measure(fleet, faultAt, pusher.all))
             final.publish()
             result = final
             // Stack.run attaches every process's last output to a thrown error: what a lost push needs.
@@ -210,20 +211,10 @@ struct FaultScenarioTests {
         let report = try await Self.scenario(
             "comet stopped (SIGSTOP), still registered", options: options,
             apart: { fleet in Set(fleet.clients.filter { $0.comet.withLock { $0 } == "comet-b" }.map(\.index)) },
-            measure: { fleet, faultAt in
-                // Deliveries to comet-a's clients in the window after the fault, against the same window before.
-                let healthy = fleet.clients.filter { $0.comet.withLock { $0 } == "comet-a" }
-                var before = 0
-                var after = 0
-                for client in healthy {
-                    for receipt in client.receipts.withLock({ Array($0.values) }) {
-                        if receipt.first >= faultAt - window && receipt.first < faultAt { before += 1 }
-                        if receipt.first >= faultAt && receipt.first < faultAt + window { after += 1 }
-                    }
-                }
-                let value = before > 0 ? Double(after) / Double(before) : 0
-                ratio.value = value
-                return [String(format: "comet-a delivery rate during the fault: %.2f of the rate before (%d vs %d deliveries in %@)", value, after, before, DeliveryReport.format(window))]
+            measure: { fleet, faultAt, _ in
+                let rate = Self.deliveryRate(fleet, comet: "comet-a", faultAt: faultAt, window: window)
+                ratio.value = rate.ratio
+                return [rate.note]
             }
         ) { stack, _ in
             let stuck = try #require(stack.comets[1].process.pid)
@@ -236,10 +227,28 @@ struct FaultScenarioTests {
         #expect((ratio.value ?? 0) >= 0.9, "\(report)")
     }
 
+    /// Deliveries to `comet`'s clients in the `window` after the fault against the same window before: the ratio of
+    /// its delivery rate during the fault to its rate without it.
+    static func deliveryRate(
+        _ fleet: CheckedFleet, comet: String, faultAt: ContinuousClock.Instant, window: Duration
+    ) -> (ratio: Double, note: String) {
+        let clients = fleet.clients.filter { $0.comet.withLock { $0 } == comet }
+        var before = 0
+        var after = 0
+        for client in clients {
+            for receipt in client.receipts.withLock({ Array($0.values) }) {
+                if receipt.first >= faultAt - window && receipt.first < faultAt { before += 1 }
+                if receipt.first >= faultAt && receipt.first < faultAt + window { after += 1 }
+            }
+        }
+        let ratio = before > 0 ? Double(after) / Double(before) : 0
+        return (ratio, String(format: "%@ delivery rate during the fault: %.2f of the rate before (%d vs %d deliveries in %@)", comet, ratio, after, before, DeliveryReport.format(window)))
+    }
+
     /// How many `key_*` sessions in Redis name `server`.
     static func redisCount(_ stack: Stack, sessionsOf server: String) throws -> Int {
         let script = "local n = 0 for _, k in ipairs(redis.call('KEYS', 'key_*')) do if redis.call('GET', k) == ARGV[1] then n = n + 1 end end return n"
-        let output = try runProgram("redis-cli", ["-p", "\(stack.redis.port)", "EVAL", script, "0", server])
+        let output = try runProgram("redis-cli", ["-h", stack.redis.host, "-p", "\(stack.redis.port)", "EVAL", script, "0", server])
         return Int(output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
     }
 

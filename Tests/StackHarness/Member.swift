@@ -54,7 +54,7 @@ public final class Member: Sendable {
     ) async throws -> Member {
         let received = Received()
         let client = try await GoIMClient.connect(
-            port: webSocket ? comet.webSocketPort : comet.tcpPort, transport: webSocket ? .webSocket() : .tcp,
+            host: comet.host, port: webSocket ? comet.webSocketPort : comet.tcpPort, transport: webSocket ? .webSocket() : .tcp,
             delivery: .handler { packet in
                 let push = Push(
                     operation: packet.packet.operation.rawValue, body: String(buffer: packet.packet.body),

@@ -15,6 +15,8 @@ public final class Stack: Sendable {
         public let process: ServerProcess
         public let httpPort: Int
         public let rpcPort: Int
+        /// Its address: 127.0.0.1, or its own in its network namespace (`Options.namespaces`).
+        public var host: String { process.host }
     }
 
     public struct Comet: Sendable {
@@ -25,6 +27,8 @@ public final class Stack: Sendable {
         public let rpcPort: Int
         /// `/metrics`, `/health`, `/ready`.
         public let monitorPort: Int
+        /// Its address: 127.0.0.1, or its own in its network namespace (`Options.namespaces`).
+        public var host: String { process.host }
     }
 
     public struct Options: Sendable {
@@ -44,6 +48,9 @@ public final class Stack: Sendable {
         public var natsNodes = 1
         /// `nats.replicas` when `natsNodes` > 1 (R3 by default: the stream survives the loss of any one server).
         public var natsReplicas = 3
+        /// Runs every process in its own network namespace with its own address (`NetworkNamespaces`; root only):
+        /// services bind and advertise those addresses, the test reaches them over a bridge.
+        public var namespaces = false
 
         public init() {}
     }
@@ -58,6 +65,8 @@ public final class Stack: Sendable {
     public let jobs: [ServerProcess]
     /// Each job's monitor port (`/metrics`, `/health`, `/ready`), by index in `jobs`.
     public let jobMonitorPorts: [Int]
+    /// The namespaces the processes run in (`Options.namespaces`), else nil.
+    public let network: NetworkNamespaces?
 
     /// Registry periods: a comet rewrites its record every `registryRefresh`; a dead one disappears after `registryTTL`.
     public static let registryRefresh = "250ms"
@@ -65,8 +74,9 @@ public final class Stack: Sendable {
 
     private init(
         redis: ServerProcess, nats: ServerProcess, natsCluster: NATSCluster?, logics: [Logic], comets: [Comet],
-        jobs: [ServerProcess], jobMonitorPorts: [Int]
+        jobs: [ServerProcess], jobMonitorPorts: [Int], network: NetworkNamespaces?
     ) {
+        self.network = network
         self.jobMonitorPorts = jobMonitorPorts
         self.redis = redis
         self.nats = nats
@@ -83,10 +93,13 @@ public final class Stack: Sendable {
     /// Starts the cluster, waits until every part sees every other, runs `body`, and stops every process whatever
     /// happens (a process's output is attached to the failure when the cluster does not come up).
     public static func run(_ options: Options = Options(), _ body: (Stack) async throws -> Void) async throws {
+        // Removed after every process stopped (the stops below are awaited).
+        let network = options.namespaces ? try NetworkNamespaces.create(services: services(options)) : nil
+        defer { network?.remove() }
         var started: [ServerProcess] = []
         let stack: Stack
         do {
-            stack = try await start(options) { started.append($0) }
+            stack = try await start(options, network: network) { started.append($0) }
         } catch {
             for process in started.reversed() { await process.stop() }
             throw error
@@ -101,8 +114,19 @@ public final class Stack: Sendable {
         await stack.stopAll()
     }
 
-    private static func start(_ options: Options, track: (ServerProcess) -> Void) async throws -> Stack {
-        let redis = try await TestServers.redis()
+    /// The processes' names, which name their namespaces.
+    static func services(_ options: Options) -> [String] {
+        ["redis", "nats"] + (0..<options.logics).map { "logic-\($0 + 1)" } + (0..<options.comets).map(cometName)
+            + (0..<options.jobs).map { "job-\($0 + 1)" }
+    }
+
+    static func cometName(_ index: Int) -> String { "comet-\(Character(UnicodeScalar(UInt8(ascii: "a") + UInt8(index))))" }
+
+    private static func start(_ options: Options, network: NetworkNamespaces?, track: (ServerProcess) -> Void) async throws -> Stack {
+        precondition(network == nil || options.natsNodes == 1, "namespaces: one nats-server only")
+        let host = { (service: String) in network?.address(service) ?? "127.0.0.1" }
+        let launcher = { (service: String) in network?.launcher(service) ?? [] }
+        let redis = try await TestServers.redis(host: host("redis"), launcher: launcher("redis"))
         track(redis)
         let nats: ServerProcess
         let natsCluster: NATSCluster?
@@ -114,13 +138,13 @@ public final class Stack: Sendable {
             nats = cluster.nodes[0].process
             natsURLs = cluster.urls
         } else {
-            nats = try await TestServers.nats(jetStream: true)
+            nats = try await TestServers.nats(jetStream: true, host: host("nats"), launcher: launcher("nats"))
             track(nats)
             natsCluster = nil
-            natsURLs = ["nats://127.0.0.1:\(nats.port)"]
+            natsURLs = ["nats://\(nats.host):\(nats.port)"]
         }
         let shared = [
-            "GOIM_REDIS_ADDR": "127.0.0.1:\(redis.port)",
+            "GOIM_REDIS_ADDR": "\(redis.host):\(redis.port)",
             "GOIM_REGISTRY_TTL": registryTTL,
             "GOIM_REGISTRY_REFRESH": registryRefresh,
             "GOIM_LOG_LEVEL": "info",
@@ -136,15 +160,23 @@ public final class Stack: Sendable {
         var logics: [Logic] = []
         for index in 0..<options.logics {
             let (httpPort, rpcPort) = (TestServers.freePort(), TestServers.freePort())
+            let name = "logic-\(index + 1)"
             var environment = shared.merging(natsShared) { $1 }
             environment.merge([
-                "GOIM_ENV_HOST": "logic-\(index + 1)",
-                "GOIM_HTTPSERVER_ADDR": "127.0.0.1:\(httpPort)",
-                "GOIM_RPCSERVER_ADDR": "127.0.0.1:\(rpcPort)",
+                "GOIM_ENV_HOST": name,
+                "GOIM_HTTPSERVER_ADDR": "\(host(name)):\(httpPort)",
+                "GOIM_RPCSERVER_ADDR": "\(host(name)):\(rpcPort)",
                 "GOIM_ONLINE_REFRESH": "250ms",
             ]) { $1 }
+            // Off loopback logic wants a push token and rate-limits per client IP; the bridge only exists for this
+            // test, whose pushes all come from one address.
+            if network != nil {
+                environment["GOIM_HTTPSERVER_ALLOWUNAUTHENTICATEDPUSH"] = "true"
+                environment["GOIM_HTTPSERVER_RATELIMIT"] = "0"
+            }
             environment.merge(options.logicEnvironment) { $1 }
-            let process = try TestServers.executable("logic", arguments: [], port: httpPort, environment: environment)
+            let process = try TestServers.executable(
+                "logic", arguments: [], port: httpPort, environment: environment, host: host(name), launcher: launcher(name))
             track(process)
             try await process.start()
             logics.append(Logic(process: process, httpPort: httpPort, rpcPort: rpcPort))
@@ -152,29 +184,29 @@ public final class Stack: Sendable {
 
         var comets: [Comet] = []
         for index in 0..<options.comets {
-            let name = "comet-\(Character(UnicodeScalar(UInt8(ascii: "a") + UInt8(index))))"
+            let name = cometName(index)
+            let address = host(name)
             let (tcp, webSocket, rpc, monitor) = (TestServers.freePort(), TestServers.freePort(), TestServers.freePort(), TestServers.freePort())
             var environment = shared
             environment.merge([
                 "GOIM_ENV_HOST": name,
-                "GOIM_ENV_ADDRS": "127.0.0.1",
+                "GOIM_ENV_ADDRS": address,
                 "GOIM_EVENTLOOPTHREADS": "1",
-                "GOIM_TCP_BIND": "127.0.0.1:\(tcp)",
-                "GOIM_WEBSOCKET_BIND": "127.0.0.1:\(webSocket)",
-                "GOIM_RPCSERVER_ADDR": "127.0.0.1:\(rpc)",
-                "GOIM_MONITOR_ADDR": "127.0.0.1:\(monitor)",
+                "GOIM_TCP_BIND": "\(address):\(tcp)",
+                "GOIM_WEBSOCKET_BIND": "\(address):\(webSocket)",
+                // registered as this comet's RPC address: job calls it there
+                "GOIM_RPCSERVER_ADDR": "\(address):\(rpc)",
+                "GOIM_MONITOR_ADDR": "\(address):\(monitor)",
                 // comet k talks to logic k mod n: with two logics both serve connections
-                "GOIM_RPCCLIENT_ADDRS": "127.0.0.1:\(logics[index % logics.count].rpcPort)",
+                "GOIM_RPCCLIENT_ADDRS": "\(logics[index % logics.count].host):\(logics[index % logics.count].rpcPort)",
                 "GOIM_ONLINE_INTERVAL": "250ms",
             ]) { $1 }
+            // Every test client comes from the bridge's one address: no per-IP connect rate.
+            if network != nil { environment["GOIM_LIMITS_CONNECTRATEPERIP"] = "0" }
             environment.merge(options.cometEnvironment) { $1 }
-            let process =
-                options.cometLauncher.isEmpty
-                ? try TestServers.executable("comet", arguments: [], port: tcp, environment: environment)
-                : try TestServers.program(
-                    "comet", path: options.cometLauncher[0],
-                    arguments: options.cometLauncher.dropFirst() + [try TestServers.builtProductPath("comet")], port: tcp,
-                    environment: environment)
+            let cometLauncher = launcher(name) + options.cometLauncher
+            let process = try TestServers.executable(
+                "comet", arguments: [], port: tcp, environment: environment, host: address, launcher: cometLauncher)
             track(process)
             try await process.start()
             comets.append(Comet(name: name, process: process, tcpPort: tcp, webSocketPort: webSocket, rpcPort: rpc, monitorPort: monitor))
@@ -185,17 +217,19 @@ public final class Stack: Sendable {
         for index in 0..<options.jobs {
             let monitor = TestServers.freePort()
             jobMonitorPorts.append(monitor)
+            let name = "job-\(index + 1)"
             var environment = shared.merging(natsShared) { $1 }
             environment.merge([
-                "GOIM_ENV_HOST": "job-\(index + 1)",
-                "GOIM_MONITOR_ADDR": "127.0.0.1:\(monitor)",
+                "GOIM_ENV_HOST": name,
+                "GOIM_MONITOR_ADDR": "\(host(name)):\(monitor)",
                 // a killed job's unacknowledged messages come back after this
                 "GOIM_CONSUMER_ACKWAIT": "2s",
                 "GOIM_COMET_BACKOFF": "20ms",
                 "GOIM_COMET_MAXBACKOFF": "200ms",
             ]) { $1 }
             environment.merge(options.jobEnvironment) { $1 }
-            let process = try TestServers.executable("job", arguments: [], port: monitor, environment: environment)
+            let process = try TestServers.executable(
+                "job", arguments: [], port: monitor, environment: environment, host: host(name), launcher: launcher(name))
             track(process)
             try await process.start()
             jobs.append(process)
@@ -203,7 +237,7 @@ public final class Stack: Sendable {
 
         let stack = Stack(
             redis: redis, nats: nats, natsCluster: natsCluster, logics: logics, comets: comets, jobs: jobs,
-            jobMonitorPorts: jobMonitorPorts)
+            jobMonitorPorts: jobMonitorPorts, network: network)
         try await stack.waitUntilReady()
         return stack
     }
@@ -228,7 +262,7 @@ public final class Stack: Sendable {
     public func redisCommand(_ arguments: [String]) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["redis-cli", "-p", "\(redis.port)"] + arguments
+        process.arguments = ["redis-cli", "-h", redis.host, "-p", "\(redis.port)"] + arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
@@ -286,7 +320,7 @@ public final class Stack: Sendable {
     public func request(
         _ method: HTTPRequest.Method, _ uri: String, body: String? = nil, headers: HTTPFields = [:], logic: Int = 0
     ) async throws -> Reply {
-        try await TestClient.withClient(host: "127.0.0.1", port: logics[logic].httpPort) { client in
+        try await TestClient.withClient(host: logics[logic].host, port: logics[logic].httpPort) { client in
             let response = try await client.execute(
                 TestClient.Request(uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }))
             return Reply(
@@ -295,9 +329,9 @@ public final class Stack: Sendable {
         }
     }
 
-    /// GET on any loopback HTTP port of the stack (a comet's or job's monitor port).
-    public static func get(_ uri: String, port: Int) async throws -> Reply {
-        try await TestClient.withClient(host: "127.0.0.1", port: port) { client in
+    /// GET on any HTTP port of the stack (a comet's or job's monitor port).
+    public static func get(_ uri: String, port: Int, host: String = "127.0.0.1") async throws -> Reply {
+        try await TestClient.withClient(host: host, port: port) { client in
             let response = try await client.execute(TestClient.Request(uri, method: .get, headers: [:], body: nil))
             return Reply(
                 status: response.status.code, body: response.body.map { String(buffer: $0) } ?? "", headers: response.headers)
