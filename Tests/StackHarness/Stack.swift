@@ -44,11 +44,17 @@ public final class Stack: Sendable {
         public var natsNodes = 1
         /// `nats.replicas` when `natsNodes` > 1 (R3 by default: the stream survives the loss of any one server).
         public var natsReplicas = 3
+        /// Runs a Redis Cluster (3 masters, 3 replicas: `RedisClusterProcess`) instead of one redis-server; every
+        /// process gets all its nodes in `GOIM_REDIS_CLUSTER`.
+        public var redisCluster = false
 
         public init() {}
     }
 
+    /// The redis-server (the Redis Cluster's first node when `redisCluster` is set).
     public let redis: ServerProcess
+    /// The whole Redis Cluster when `Options.redisCluster` is set.
+    public let redisCluster: RedisClusterProcess?
     /// The nats-server (the cluster's first node when `natsCluster` is set).
     public let nats: ServerProcess
     /// The whole NATS cluster when `Options.natsNodes` > 1.
@@ -64,9 +70,10 @@ public final class Stack: Sendable {
     public static let registryTTL = "2s"
 
     private init(
-        redis: ServerProcess, nats: ServerProcess, natsCluster: NATSCluster?, logics: [Logic], comets: [Comet],
-        jobs: [ServerProcess], jobMonitorPorts: [Int]
+        redis: ServerProcess, redisCluster: RedisClusterProcess?, nats: ServerProcess, natsCluster: NATSCluster?,
+        logics: [Logic], comets: [Comet], jobs: [ServerProcess], jobMonitorPorts: [Int]
     ) {
+        self.redisCluster = redisCluster
         self.jobMonitorPorts = jobMonitorPorts
         self.redis = redis
         self.nats = nats
@@ -77,7 +84,8 @@ public final class Stack: Sendable {
     }
 
     public var processes: [ServerProcess] {
-        jobs + comets.map(\.process) + logics.map(\.process) + (natsCluster?.nodes.map(\.process) ?? [nats]) + [redis]
+        jobs + comets.map(\.process) + logics.map(\.process) + (natsCluster?.nodes.map(\.process) ?? [nats])
+            + (redisCluster?.nodes.map(\.process) ?? [redis])
     }
 
     /// Starts the cluster, waits until every part sees every other, runs `body`, and stops every process whatever
@@ -102,8 +110,21 @@ public final class Stack: Sendable {
     }
 
     private static func start(_ options: Options, track: (ServerProcess) -> Void) async throws -> Stack {
-        let redis = try await TestServers.redis()
-        track(redis)
+        let redis: ServerProcess
+        let redisCluster: RedisClusterProcess?
+        let redisEnvironment: [String: String]
+        if options.redisCluster {
+            let cluster = try await RedisClusterProcess.start()
+            cluster.nodes.forEach { track($0.process) }
+            redisCluster = cluster
+            redis = cluster.nodes[0].process
+            redisEnvironment = ["GOIM_REDIS_CLUSTER": cluster.addresses.joined(separator: ","), "GOIM_REDIS_CLUSTERREFRESH": "1s"]
+        } else {
+            redis = try await TestServers.redis()
+            track(redis)
+            redisCluster = nil
+            redisEnvironment = ["GOIM_REDIS_ADDR": "127.0.0.1:\(redis.port)"]
+        }
         let nats: ServerProcess
         let natsCluster: NATSCluster?
         let natsURLs: [String]
@@ -119,14 +140,13 @@ public final class Stack: Sendable {
             natsCluster = nil
             natsURLs = ["nats://127.0.0.1:\(nats.port)"]
         }
-        let shared = [
-            "GOIM_REDIS_ADDR": "127.0.0.1:\(redis.port)",
+        let shared = redisEnvironment.merging([
             "GOIM_REGISTRY_TTL": registryTTL,
             "GOIM_REGISTRY_REFRESH": registryRefresh,
             "GOIM_LOG_LEVEL": "info",
             // Every stack runs with the internal secret: job → comet and comet → logic calls carry it.
             "GOIM_RPCAUTH_SECRET": "stack-\(UUID().uuidString)",
-        ]
+        ]) { $1 }
         var natsShared = [
             "GOIM_NATS_URLS": natsURLs.joined(separator: ","),
             "GOIM_NATS_MAXBYTES": "\(64 << 20)",
@@ -202,7 +222,7 @@ public final class Stack: Sendable {
         }
 
         let stack = Stack(
-            redis: redis, nats: nats, natsCluster: natsCluster, logics: logics, comets: comets, jobs: jobs,
+            redis: redis, redisCluster: redisCluster, nats: nats, natsCluster: natsCluster, logics: logics, comets: comets, jobs: jobs,
             jobMonitorPorts: jobMonitorPorts)
         try await stack.waitUntilReady()
         return stack
@@ -228,7 +248,7 @@ public final class Stack: Sendable {
     public func redisCommand(_ arguments: [String]) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["redis-cli", "-p", "\(redis.port)"] + arguments
+        process.arguments = ["redis-cli", "-p", "\(redis.port)"] + (redisCluster == nil ? [] : ["-c"]) + arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
