@@ -116,7 +116,7 @@ struct RedisClusterTests {
             var lastFailure: ContinuousClock.Instant?
             while clock.now - start < .seconds(20) {
                 do {
-                    try await client.set("foo", "during-\(successes)")
+                    try await client.set("foo", .string("during-\(successes)"))
                     _ = try await client.mget(keys)
                     successes += 1
                     if lastFailure != nil && successes > 20 { break }
