@@ -207,7 +207,10 @@ final class ClusterRouter: Sendable {
                 switch results[node]! {
                 case .failure(let error):
                     // Only a failed connect is sure not to have reached Redis: resend that, throw the rest.
-                    guard case RedisError.connectionFailed = error, ContinuousClock.now < deadline else { throw error }
+                    guard case RedisError.connectionFailed = error, ContinuousClock.now < deadline else {
+                        refreshSoon()  // the node may be gone: the next caller should find its successor sooner
+                        throw error
+                    }
                     logger.debug("Redis Cluster node unreachable", metadata: ["goim.redis.node": "\(node)"])
                     next += indices
                     pause = true

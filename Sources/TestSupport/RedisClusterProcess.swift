@@ -32,11 +32,13 @@ public final class RedisClusterProcess: Sendable {
         var nodes: [Node] = []
         for index in 0..<(masters * 2) {
             let port = TestServers.freePort()
+            // The bus port is chosen too (redis-server's default, port + 10000, may be taken, even by another test's node).
+            let busPort = TestServers.freePort()
             let directory = try TestServers.temporaryDirectory("redis-cluster-\(index)")
             let arguments = [
                 "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", directory.path, "--daemonize", "no", "--protected-mode", "no",
-                "--cluster-enabled", "yes", "--cluster-config-file", directory.appendingPathComponent("nodes.conf").path,
+                "--cluster-enabled", "yes", "--cluster-port", "\(busPort)", "--cluster-config-file", directory.appendingPathComponent("nodes.conf").path,
                 "--cluster-node-timeout", "\(nodeTimeout.components.seconds * 1000 + nodeTimeout.components.attoseconds / 1_000_000_000_000_000)",
             ]
             nodes.append(Node(process: ServerProcess(
