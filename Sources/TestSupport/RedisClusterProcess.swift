@@ -39,6 +39,8 @@ public final class RedisClusterProcess: Sendable {
                 "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", directory.path, "--daemonize", "no", "--protected-mode", "no",
                 "--cluster-enabled", "yes", "--cluster-port", "\(busPort)", "--cluster-config-file", directory.appendingPathComponent("nodes.conf").path,
+                // A replica that never synced refuses to fail over: start the first sync at once, not after 5 s.
+                "--repl-diskless-sync-delay", "0",
                 "--cluster-node-timeout", "\(nodeTimeout.components.seconds * 1000 + nodeTimeout.components.attoseconds / 1_000_000_000_000_000)",
             ]
             nodes.append(Node(process: ServerProcess(
@@ -64,7 +66,8 @@ public final class RedisClusterProcess: Sendable {
 
     public var running: [Node] { nodes.filter { $0.process.pid != nil } }
 
-    /// Waits until every running node says `cluster_state:ok` and every slot is served by a running master.
+    /// Waits until every running node says `cluster_state:ok`, every slot is served by a running master and every
+    /// running replica's link to its master is up.
     public func waitUntilHealthy(timeout: Duration = .seconds(30)) async throws {
         try await waitUntil("Redis Cluster state ok on every node", timeout: timeout) {
             for node in running {
@@ -73,7 +76,15 @@ public final class RedisClusterProcess: Sendable {
                 else { return false }
             }
             let masters = try await self.masters()
-            return !masters.isEmpty && masters.allSatisfy { master in running.contains { $0.port == master.port } }
+            guard !masters.isEmpty, masters.allSatisfy({ master in running.contains { $0.port == master.port } }) else {
+                return false
+            }
+            // Every running replica has synced with its master: one that has not would refuse to fail over.
+            for node in running {
+                let replication = (try? await Self.redisCLI(["-p", "\(node.port)", "INFO", "replication"])) ?? ""
+                if replication.contains("role:slave") && !replication.contains("master_link_status:up") { return false }
+            }
+            return true
         }
     }
 
@@ -87,10 +98,10 @@ public final class RedisClusterProcess: Sendable {
             let fields = line.split(separator: " ")
             guard fields.count >= 8, let port = Self.port(fields[1]) else { continue }
             let flags = fields[2]
-            if flags.contains("fail") { continue }
+            // A failed master keeps its slots until its replica takes them over: it still counts (as not running).
             if flags.contains("master") && fields.count > 8 {
                 masters.append((port, String(fields[0])))
-            } else if flags.contains("slave") {
+            } else if flags.contains("slave") && !flags.contains("fail") {
                 replicas[String(fields[3])] = port
             }
         }
