@@ -111,7 +111,6 @@ final class ClusterRouter: Sendable {
                     defer { state.owners = owners }
                     return state.owners != owners
                 }
-                logger.debug("Redis Cluster topology", metadata: ["goim.redis.node": "\(node)", "goim.redis.changed": "\(changed)"])
                 if changed {
                     logger.info("Redis Cluster topology read", metadata: [
                         "goim.redis.node": "\(node)", "goim.redis.masters": "\(Set(owners.compactMap { $0 }).count)",
