@@ -233,6 +233,8 @@ final class ClusterRouter: Sendable {
                             refreshSoon()
                             next.append(index)
                         case .ask(let target) where ContinuousClock.now < deadline && round < 16:
+                            // ASKING covers only the next command, so a MULTI block is not sent with it: it is
+                            // resent as it is (and gets ASK again) until the migration ends or the deadline passes.
                             units[index].asking = units[index].commands.count == 1 ? target : nil
                             next.append(index)
                         case .retry where ContinuousClock.now < deadline:
