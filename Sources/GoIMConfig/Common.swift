@@ -106,6 +106,11 @@ public struct RedisSection: Sendable, Equatable {
     public var readTimeout: Duration = .seconds(1)
     /// TTL of the routing keys (`mid_*`, `key_*`, `ol_*`); whole seconds.
     public var expire: Duration = .seconds(1800)
+    /// Redis Cluster seed nodes (`host:port`). Empty: a single Redis at `addr`. Not empty: cluster mode (`addr` is
+    /// then unused, `db` must be 0); see docs/redis-cluster.md.
+    public var cluster: [HostPort] = []
+    /// In cluster mode, how often the slot table is re-read besides on MOVED.
+    public var clusterRefresh: Duration = .seconds(5)
 
     public init() {}
 
@@ -120,6 +125,11 @@ public struct RedisSection: Sendable, Equatable {
         dialTimeout = s.duration("dialTimeout", default: d.dialTimeout, minimum: .milliseconds(1))
         readTimeout = s.duration("readTimeout", default: d.readTimeout, minimum: .milliseconds(1))
         expire = s.duration("expire", default: d.expire, minimum: .seconds(1))
+        cluster = s.addresses("cluster", default: [], defaultHost: "127.0.0.1")
+        clusterRefresh = s.duration("clusterRefresh", default: d.clusterRefresh, minimum: .milliseconds(100))
+        if !cluster.isEmpty && db != 0 {
+            s.invalid("db", "\(db)", "Redis Cluster has only database 0: remove redis.db or redis.cluster")
+        }
     }
 }
 

@@ -145,6 +145,7 @@ public struct RedisRoutingStore: RoutingStore {
 
     @discardableResult
     public func refreshMapping(mid: Int64, key: String, server: String) async throws -> Bool {
+        if redis.isCluster { return try await refreshMappingPerKey(Session(mid: mid, key: key, server: server)) }
         let reply = try await run([Self.scriptCommand(Self.refreshScript, Session(mid: mid, key: key, server: server), ttl: expireSeconds)])[0]
         if case .error(let message) = reply { throw LogicError.redisUnavailable(message) }
         return reply.int == 1
@@ -158,6 +159,7 @@ public struct RedisRoutingStore: RoutingStore {
     /// One pipeline of the delete script, one script call per session.
     public func deleteMappings(_ sessions: [Session]) async throws -> [Bool] {
         guard !sessions.isEmpty else { return [] }
+        if redis.isCluster { return try await deleteMappingsPerKey(sessions) }
         let commands = sessions.map { Self.scriptCommand(Self.deleteScript, $0, ttl: 0) }
         let replies = try await run(commands)
         try check(replies)
@@ -245,6 +247,100 @@ public struct RedisRoutingStore: RoutingStore {
             sessions += found.sorted { $0.key < $1.key }
         }
         return sessions
+    }
+
+    // MARK: Redis Cluster
+    //
+    // `key_<key>`, `mid_<mid>` and `srv_<server>` keep goim's names, so they hash to different slots and one script
+    // cannot touch them all. In cluster mode each script above is split into one per key, sent in one pipeline (the
+    // client sends each to its node). Each part is a compare-and-set on its own key, so every key alone goes through
+    // the same states as with the whole script; only the atomicity across keys is lost. See docs/redis-cluster.md
+    // for the window this opens and why it is safe.
+
+    /// KEYS[1] = key_<key>; ARGV = server, ttl. The key part of `refreshScript`.
+    static let keyRefreshScript = """
+        local existed = redis.call('EXPIRE', KEYS[1], ARGV[2])
+        if existed == 0 then
+          redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+        end
+        return existed
+        """
+
+    /// KEYS[1] = mid_<mid>; ARGV = key, server, ttl, force. The mid part of `refreshScript`: the field is written when
+    /// missing, or always with force = 1 (the key had expired, so the session was re-created).
+    static let midRefreshScript = """
+        if ARGV[4] == '1' or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+          redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        end
+        redis.call('EXPIRE', KEYS[1], ARGV[3])
+        return 0
+        """
+
+    /// KEYS[1] = key_<key>; ARGV = server. The key part of `deleteScript`.
+    static let keyDeleteScript = """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+          return redis.call('DEL', KEYS[1])
+        end
+        return 0
+        """
+
+    /// KEYS[1] = mid_<mid>; ARGV = key, server. The mid part of `deleteScript`.
+    static let midDeleteScript = """
+        if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+          redis.call('HDEL', KEYS[1], ARGV[1])
+        end
+        return 0
+        """
+
+    private func midRefresh(_ session: Session, force: Bool) -> RedisCommand {
+        RedisCommand("EVAL", [
+            .string(Self.midRefreshScript), 1, .string(Self.midKey(session.mid)), .string(session.key),
+            .string(session.server), .integer(expireSeconds), force ? "1" : "0",
+        ])
+    }
+
+    /// `refreshScript` split per key: one pipeline, plus a second round trip only when `key_<key>` had expired
+    /// (then the mid field is rewritten as the whole script would have).
+    private func refreshMappingPerKey(_ session: Session) async throws -> Bool {
+        let serverKey = RedisArgument.string(Self.serverKey(session.server))
+        var commands = [
+            RedisCommand("EVAL", [
+                .string(Self.keyRefreshScript), 1, .string(Self.keyKey(session.key)), .string(session.server),
+                .integer(expireSeconds),
+            ]),
+            RedisCommand("SADD", [serverKey, .string(Self.member(mid: session.mid, key: session.key))]),
+            RedisCommand("EXPIRE", [serverKey, .integer(expireSeconds)]),
+        ]
+        if session.mid > 0 { commands.append(midRefresh(session, force: false)) }
+        let replies = try await run(commands)
+        try check(replies)
+        let existed = replies[0].int == 1
+        if !existed && session.mid > 0 { try check(try await run([midRefresh(session, force: true)])) }
+        return existed
+    }
+
+    /// `deleteScript` split per key, every session in one pipeline.
+    private func deleteMappingsPerKey(_ sessions: [Session]) async throws -> [Bool] {
+        var commands: [RedisCommand] = []
+        var keyPositions: [Int] = []
+        for session in sessions {
+            keyPositions.append(commands.count)
+            commands.append(RedisCommand("EVAL", [
+                .string(Self.keyDeleteScript), 1, .string(Self.keyKey(session.key)), .string(session.server),
+            ]))
+            commands.append(RedisCommand("SREM", [
+                .string(Self.serverKey(session.server)), .string(Self.member(mid: session.mid, key: session.key)),
+            ]))
+            if session.mid > 0 {
+                commands.append(RedisCommand("EVAL", [
+                    .string(Self.midDeleteScript), 1, .string(Self.midKey(session.mid)), .string(session.key),
+                    .string(session.server),
+                ]))
+            }
+        }
+        let replies = try await run(commands)
+        try check(replies)
+        return keyPositions.map { replies[$0].int == 1 }
     }
 
     public func ping() async throws {

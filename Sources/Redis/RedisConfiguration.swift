@@ -14,6 +14,13 @@ public struct RedisConfiguration: Sendable {
     public var connectTimeout: Duration
     /// How long a command (or a whole pipeline) may wait for its reply before it fails with `RedisError.timeout`.
     public var commandTimeout: Duration
+    /// Redis Cluster seed nodes. Empty: a single Redis at `host:port`. Not empty: cluster mode; the topology is
+    /// read (CLUSTER SLOTS) from any reachable seed, and `poolSize` connections are made per node.
+    public var clusterNodes: [RedisNodeAddress]
+    /// In cluster mode, how often the topology is re-read even when no redirection asked for it.
+    public var clusterRefreshInterval: Duration
+
+    public var isCluster: Bool { !clusterNodes.isEmpty }
 
     public init(
         host: String = "127.0.0.1",
@@ -23,8 +30,12 @@ public struct RedisConfiguration: Sendable {
         poolSize: Int = 4,
         connectTimeout: Duration = .milliseconds(500),
         commandTimeout: Duration = .seconds(1),
-        username: String? = nil
+        username: String? = nil,
+        clusterNodes: [RedisNodeAddress] = [],
+        clusterRefreshInterval: Duration = .seconds(5)
     ) {
+        self.clusterNodes = clusterNodes
+        self.clusterRefreshInterval = clusterRefreshInterval
         self.username = username
         self.host = host
         self.port = port
@@ -34,4 +45,25 @@ public struct RedisConfiguration: Sendable {
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
     }
+}
+
+/// One Redis Cluster node, as `host:port`.
+public struct RedisNodeAddress: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port` (as in MOVED/ASK replies; the host may be an IPv6 address without brackets).
+    public init?(_ text: Substring) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }

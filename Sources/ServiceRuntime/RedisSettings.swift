@@ -7,6 +7,8 @@ extension RedisConfiguration {
         self.init(
             host: section.addr.host, port: section.addr.port, password: section.auth.isEmpty ? nil : section.auth,
             database: section.db, poolSize: poolSize ?? section.active, connectTimeout: section.dialTimeout,
-            commandTimeout: section.readTimeout, username: section.user.isEmpty ? nil : section.user)
+            commandTimeout: section.readTimeout, username: section.user.isEmpty ? nil : section.user,
+            clusterNodes: section.cluster.map { RedisNodeAddress(host: $0.host, port: $0.port) },
+            clusterRefreshInterval: section.clusterRefresh)
     }
 }

@@ -271,6 +271,21 @@ import Testing
         }
     }
 
+    @Test func redisClusterNodes() throws {
+        #expect(try LogicConfiguration(ConfigReader(toml: "")).redis.cluster.isEmpty)
+        let config = try LogicConfiguration(ConfigReader(toml: "[redis]\ncluster = [\"10.0.0.1:7000\", \":7001\"]\nclusterRefresh = \"2s\"\n"))
+        #expect(config.redis.cluster == [HostPort(host: "10.0.0.1", port: 7000), HostPort(host: "127.0.0.1", port: 7001)])
+        #expect(config.redis.clusterRefresh == .seconds(2))
+        let (fromEnvironment, _) = try JobConfiguration.load(
+            path: nil, environment: ["GOIM_REDIS_CLUSTER": "redis-1:6379,redis-2:6379"])
+        #expect(fromEnvironment.redis.cluster.map(\.description) == ["redis-1:6379", "redis-2:6379"])
+        #expect {
+            _ = try LogicConfiguration(ConfigReader(toml: "[redis]\ncluster = [\"10.0.0.1:7000\"]\ndb = 2\n"))
+        } throws: { error in
+            (error as? ConfigError)?.description.contains("redis.db") == true
+        }
+    }
+
     @Test func jobDefaultsAndValidation() throws {
         let (config, _) = try JobConfiguration.load(path: nil, environment: [:])
         #expect(config.room.batch == 20)

@@ -51,11 +51,17 @@ public final class Stack: Sendable {
         /// Runs every process in its own network namespace with its own address (`NetworkNamespaces`; root only):
         /// services bind and advertise those addresses, the test reaches them over a bridge.
         public var namespaces = false
+        /// Runs a Redis Cluster (3 masters, 3 replicas: `RedisClusterProcess`) instead of one redis-server; every
+        /// process gets all its nodes in `GOIM_REDIS_CLUSTER`.
+        public var redisCluster = false
 
         public init() {}
     }
 
+    /// The redis-server (the Redis Cluster's first node when `redisCluster` is set).
     public let redis: ServerProcess
+    /// The whole Redis Cluster when `Options.redisCluster` is set.
+    public let redisCluster: RedisClusterProcess?
     /// The nats-server (the cluster's first node when `natsCluster` is set).
     public let nats: ServerProcess
     /// The whole NATS cluster when `Options.natsNodes` > 1.
@@ -73,10 +79,11 @@ public final class Stack: Sendable {
     public static let registryTTL = "2s"
 
     private init(
-        redis: ServerProcess, nats: ServerProcess, natsCluster: NATSCluster?, logics: [Logic], comets: [Comet],
-        jobs: [ServerProcess], jobMonitorPorts: [Int], network: NetworkNamespaces?
+        redis: ServerProcess, redisCluster: RedisClusterProcess?, nats: ServerProcess, natsCluster: NATSCluster?,
+        logics: [Logic], comets: [Comet], jobs: [ServerProcess], jobMonitorPorts: [Int], network: NetworkNamespaces?
     ) {
         self.network = network
+        self.redisCluster = redisCluster
         self.jobMonitorPorts = jobMonitorPorts
         self.redis = redis
         self.nats = nats
@@ -87,7 +94,8 @@ public final class Stack: Sendable {
     }
 
     public var processes: [ServerProcess] {
-        jobs + comets.map(\.process) + logics.map(\.process) + (natsCluster?.nodes.map(\.process) ?? [nats]) + [redis]
+        jobs + comets.map(\.process) + logics.map(\.process) + (natsCluster?.nodes.map(\.process) ?? [nats])
+            + (redisCluster?.nodes.map(\.process) ?? [redis])
     }
 
     /// Starts the cluster, waits until every part sees every other, runs `body`, and stops every process whatever
@@ -124,10 +132,24 @@ public final class Stack: Sendable {
 
     private static func start(_ options: Options, network: NetworkNamespaces?, track: (ServerProcess) -> Void) async throws -> Stack {
         precondition(network == nil || options.natsNodes == 1, "namespaces: one nats-server only")
+        precondition(network == nil || !options.redisCluster, "namespaces: one redis-server only")
         let host = { (service: String) in network?.address(service) ?? "127.0.0.1" }
         let launcher = { (service: String) in network?.launcher(service) ?? [] }
-        let redis = try await TestServers.redis(host: host("redis"), launcher: launcher("redis"))
-        track(redis)
+        let redis: ServerProcess
+        let redisCluster: RedisClusterProcess?
+        let redisEnvironment: [String: String]
+        if options.redisCluster {
+            let cluster = try await RedisClusterProcess.start()
+            cluster.nodes.forEach { track($0.process) }
+            redisCluster = cluster
+            redis = cluster.nodes[0].process
+            redisEnvironment = ["GOIM_REDIS_CLUSTER": cluster.addresses.joined(separator: ","), "GOIM_REDIS_CLUSTERREFRESH": "1s"]
+        } else {
+            redis = try await TestServers.redis(host: host("redis"), launcher: launcher("redis"))
+            track(redis)
+            redisCluster = nil
+            redisEnvironment = ["GOIM_REDIS_ADDR": "\(redis.host):\(redis.port)"]
+        }
         let nats: ServerProcess
         let natsCluster: NATSCluster?
         let natsURLs: [String]
@@ -143,14 +165,13 @@ public final class Stack: Sendable {
             natsCluster = nil
             natsURLs = ["nats://\(nats.host):\(nats.port)"]
         }
-        let shared = [
-            "GOIM_REDIS_ADDR": "\(redis.host):\(redis.port)",
+        let shared = redisEnvironment.merging([
             "GOIM_REGISTRY_TTL": registryTTL,
             "GOIM_REGISTRY_REFRESH": registryRefresh,
             "GOIM_LOG_LEVEL": "info",
             // Every stack runs with the internal secret: job → comet and comet → logic calls carry it.
             "GOIM_RPCAUTH_SECRET": "stack-\(UUID().uuidString)",
-        ]
+        ]) { $1 }
         var natsShared = [
             "GOIM_NATS_URLS": natsURLs.joined(separator: ","),
             "GOIM_NATS_MAXBYTES": "\(64 << 20)",
@@ -236,8 +257,8 @@ public final class Stack: Sendable {
         }
 
         let stack = Stack(
-            redis: redis, nats: nats, natsCluster: natsCluster, logics: logics, comets: comets, jobs: jobs,
-            jobMonitorPorts: jobMonitorPorts, network: network)
+            redis: redis, redisCluster: redisCluster, nats: nats, natsCluster: natsCluster, logics: logics, comets: comets,
+            jobs: jobs, jobMonitorPorts: jobMonitorPorts, network: network)
         try await stack.waitUntilReady()
         return stack
     }
@@ -262,7 +283,7 @@ public final class Stack: Sendable {
     public func redisCommand(_ arguments: [String]) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["redis-cli", "-h", redis.host, "-p", "\(redis.port)"] + arguments
+        process.arguments = ["redis-cli", "-h", redis.host, "-p", "\(redis.port)"] + (redisCluster == nil ? [] : ["-c"]) + arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
