@@ -355,7 +355,7 @@ final class Comet: Sendable {
         try? await EventLoopFuture.andAllComplete(written, on: first.eventLoop).get()
     }
 
-    /// Hands a run of a user's stream to every loop, one message at a time (each has its own operation, which each
+    /// Hands a run of a user's stream to the loops holding its connections, one message at a time (each has its own operation, which each
     /// connection's watch set filters; goim sent each push to keys on its own).
     func enqueue(_ run: OffsetRun, user id: String, info: RoomInfo?) -> [EventLoopFuture<Void>] {
         guard let info else { return [] }
