@@ -53,10 +53,10 @@ extension FaultScenarioTests {
         let report = try await Self.scenario(
             "comet slow (SIGSTOP \(stopped) ms / SIGCONT \(running) ms), still registered", options: options,
             apart: { Self.clients(of: "comet-b", $0) },
-            measure: { fleet, faultAt, _ in
-                let healthy = Self.deliveryRate(fleet, comet: "comet-a", faultAt: faultAt, window: window)
+            measure: { fleet, faultAt, records in
+                let healthy = Self.deliveryRate(fleet, comet: "comet-a", faultAt: faultAt, window: window, records: records)
                 ratio.value = healthy.ratio
-                let slow = Self.deliveryRate(fleet, comet: "comet-b", faultAt: faultAt, window: window)
+                let slow = Self.deliveryRate(fleet, comet: "comet-b", faultAt: faultAt, window: window, records: records)
                 return [healthy.note, slow.note]
             }
         ) { stack, _ in
@@ -103,7 +103,7 @@ extension FaultScenarioTests {
             "job partitioned from comet-b (iptables DROP, network namespaces)", options: options,
             apart: { Self.clients(of: "comet-b", $0) }, seconds: seconds,
             measure: { fleet, faultAt, records in
-                let healthy = Self.deliveryRate(fleet, comet: "comet-a", faultAt: faultAt, window: window)
+                let healthy = Self.deliveryRate(fleet, comet: "comet-a", faultAt: faultAt, window: window, records: records)
                 ratio.value = healthy.ratio
                 guard let resumed = marks["resumed"] else { return [healthy.note, "comet-b did not resume"] }
                 // Every push acknowledged and sent a moment after comet-b's first delivery since the heal reaches its
