@@ -145,6 +145,8 @@ final class Comet: Sendable {
     let handshakeTimeout: TimeAmount
     let sweepInterval: TimeAmount
     private let refreshRange: ClosedRange<Int64>
+    /// `protocol.sessionRewriteSpread` (at most the shortest session refresh), in nanoseconds.
+    private let rewriteSpread: Int64
     private let nextID = Atomic<UInt64>(0)
     private let sweeps = Mutex<[RepeatedTask]>([])
 
@@ -170,6 +172,7 @@ final class Comet: Sendable {
         let low = TimeAmount(configuration.proto.sessionRefreshMin).nanoseconds
         let high = TimeAmount(configuration.proto.sessionRefreshMax).nanoseconds
         self.refreshRange = low...max(low, high)
+        self.rewriteSpread = min(TimeAmount(configuration.proto.sessionRewriteSpread).nanoseconds, low)
         var loops: [NIOLoopBoundBox<LoopState>] = []
         var index: [ObjectIdentifier: Int] = [:]
         for loop in group.makeIterator() {
@@ -195,6 +198,32 @@ final class Comet: Sendable {
     /// A fresh random interval between two Logic `Heartbeat` calls of one connection (goim: 10–30 min).
     func randomSessionRefresh() -> TimeAmount {
         .nanoseconds(Int64.random(in: refreshRange))
+    }
+
+    /// Bumped when Redis has lost this comet's sessions (its registry record was gone): each connection whose
+    /// generation differs calls Logic `Heartbeat` at its client's next heartbeat, which writes its session again,
+    /// instead of at its next session refresh (10–20 min away by default). The clients' own heartbeat intervals
+    /// spread those calls out.
+    let sessionGeneration = ManagedAtomic<Int>(0)
+
+    /// Has every connection write its session again at its next heartbeat.
+    func rewriteSessions() {
+        sessionGeneration.wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// How long a connection waits, at random, before writing its session again after `rewriteSessions()`: spreads a
+    /// comet's sessions over `protocol.sessionRewriteSpread` (30 s) so that logic and Redis are not asked for all of
+    /// them within one client heartbeat interval.
+    func randomRewriteDelay() -> TimeAmount {
+        .nanoseconds(Int64.random(in: 0...max(0, rewriteSpread)))
+    }
+
+    /// When a connection tries a failed Logic `Heartbeat` again: after 1 s, 2 s, 4 s, … (half to all of it, at random),
+    /// at most the session refresh interval, so that a logic that is down or overloaded is not asked at every client
+    /// heartbeat.
+    func sessionRetryDelay(failures: Int) -> TimeAmount {
+        let ceiling = min(Int64(1_000_000_000) << min(max(failures - 1, 0), 20), refreshRange.lowerBound)
+        return .nanoseconds(Int64.random(in: ceiling / 2...max(ceiling / 2, ceiling)))
     }
 
     // MARK: accept

@@ -139,7 +139,7 @@ public final class CometServer: Sendable {
             if let redis {
                 let registration = RegistrationService(
                     registry: CometRegistry(redis: redis, configuration: configuration.registry),
-                    refresh: configuration.registry.refresh, logger: logger,
+                    refresh: configuration.registry.refresh, logger: logger, recordLost: { comet.rewriteSessions() },
                     snapshot: Self.snapshot(comet: comet, configuration: configuration, listeners: listeners, rpc: rpc))
                 probes.append(HealthProbe("registry") { registration.status.current })
                 let (listeners, rpc) = (listeners, rpc)

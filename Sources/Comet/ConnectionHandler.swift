@@ -77,6 +77,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// When Logic `Connect` was called (to detect a racing Disconnect of the same key).
     private var connectStarted = NIODeadline.distantPast
     private var nextSessionRefresh = NIODeadline.distantFuture
+    /// `comet.sessionGeneration` when this connection's session was last written.
+    private var sessionGeneration = 0
+    /// Logic `Heartbeat` calls that failed in a row (spaces the next tries).
+    private var sessionFailures = 0
     /// Position in `loop.connections`.
     var sweepIndex = -1
     /// Position in `room.members`.
@@ -435,6 +439,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         heartbeatDeadline = now + heartbeatTimeout
         deadline = min(heartbeatDeadline, credentialDeadline)
         nextSessionRefresh = now + comet.randomSessionRefresh()
+        sessionGeneration = comet.sessionGeneration.load(ordering: .relaxed)
         comet.logger.debug("authenticated", metadata: logMetadata)
         trace(
             "auth ok room:\(reply.roomID) accepts:\(reply.accepts) heartbeat:\(heartbeatTimeout.nanoseconds / 1_000_000)ms cookie:\(cookie)")
@@ -469,6 +474,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 online: online, version: packet.version, sequence: packet.sequence, transport: transport,
                 allocator: channel.allocator))
             trace("heartbeat reply online:\(online)")
+            let generation = comet.sessionGeneration.load(ordering: .relaxed)
+            if generation != sessionGeneration {
+                // Redis lost this comet's sessions: write this one again soon (at a heartbeat after a random delay).
+                sessionGeneration = generation
+                nextSessionRefresh = min(nextSessionRefresh, now + comet.randomRewriteDelay())
+            }
             if now >= nextSessionRefresh {
                 nextSessionRefresh = now + comet.randomSessionRefresh()
                 refreshSession()
@@ -542,17 +553,29 @@ final class ConnectionHandler: ChannelDuplexHandler {
         output?.flush()
     }
 
+    /// Logic `Heartbeat`: refreshes the session's expiry in Redis, or writes it again if Redis lost it. A failed call is
+    /// tried again after 1 s, 2 s, 4 s, … (`Comet.sessionRetryDelay`) rather than at the next session refresh, minutes
+    /// away: a session Redis lost (restarted, failed over) would otherwise stay lost, and mids pushes miss this client,
+    /// that long.
     private func refreshSession() {
         let logic = comet.logic
         let (mid, key, server, logger, counters, id) = (mid, key, comet.server, comet.logger, comet.counters, id)
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
         comet.logicCalls.spawn(limited: false) {
             do {
                 try await logic.heartbeat(mid: mid, key: key, server: server)
+                bound.eventLoop.execute { bound.value.sessionFailures = 0 }
             } catch {
                 counters.increment(\.logicErrors)
                 logger.warning(
-                    "Logic Heartbeat failed",
+                    "Logic Heartbeat failed; trying again at a later client heartbeat",
                     metadata: ["goim.conn": "\(id)", "goim.mid": "\(mid)", "goim.key": "\(key)", "error": "\(error)"])
+                bound.eventLoop.execute {
+                    let handler = bound.value
+                    handler.sessionFailures += 1
+                    handler.nextSessionRefresh = min(
+                        handler.nextSessionRefresh, .now() + handler.comet.sessionRetryDelay(failures: handler.sessionFailures))
+                }
             }
         }
     }

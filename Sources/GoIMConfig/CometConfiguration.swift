@@ -37,6 +37,10 @@ public struct CometConfiguration: Sendable, Equatable {
         /// session expire before its refresh with goim's 30 min `redis.expire`). Must stay below `redis.expire`.
         public var sessionRefreshMin: Duration = .seconds(600)
         public var sessionRefreshMax: Duration = .seconds(1200)
+        /// When Redis lost this comet's sessions (its registry record was gone at a refresh), each connection writes its
+        /// session again at its first heartbeat after a random delay of up to this long (at most `sessionRefreshMin`):
+        /// mids pushes reach it again after that, instead of after its next session refresh.
+        public var sessionRewriteSpread: Duration = .seconds(30)
     }
 
     public struct RPCServer: Sendable, Equatable {
@@ -162,6 +166,7 @@ public struct CometConfiguration: Sendable, Equatable {
         if proto.sessionRefreshMax < proto.sessionRefreshMin {
             p.invalid("sessionRefreshMax", GoDuration.format(proto.sessionRefreshMax), "must not be shorter than sessionRefreshMin")
         }
+        proto.sessionRewriteSpread = p.duration("sessionRewriteSpread", default: d.proto.sessionRewriteSpread)
 
         let rs = reader.section("rpcServer")
         rpcServer.addr = rs.address("addr", default: "127.0.0.1:3109")

@@ -94,10 +94,12 @@ final class CometHealth: Sendable {
         states.withLock { states in states[hostname].map { stuck($0, now: now) } ?? false }
     }
 
-    /// Whether a call to `hostname` succeeded within `window` and it is not failing since.
+    /// Whether `hostname` still answers: a call to it succeeded within `window` and it is not stuck (its calls have not
+    /// all failed for `skipAfter`). A call that timed out on an overloaded machine does not make it stop answering; a
+    /// killed comet refuses every call and is stuck after `skipAfter`.
     func answered(_ hostname: String, within window: Duration, now: ContinuousClock.Instant = .now) -> Bool {
         states.withLock { states in
-            guard let state = states[hostname], let last = state.lastSuccess, state.failingSince == nil else { return false }
+            guard let state = states[hostname], let last = state.lastSuccess, !stuck(state, now: now) else { return false }
             return now - last <= window
         }
     }

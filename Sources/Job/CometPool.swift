@@ -66,6 +66,10 @@ public final class CometPool: Service, Sendable {
         /// How long a comet may be missing from the registry before it is dropped, and how long a
         /// push waits for an unknown comet (or for any comet) to appear.
         public var grace: Duration = .seconds(10)
+        /// A comet missing from the registry for longer than `grace` is kept while it still answers: a call to it
+        /// succeeded within this window and it is not stuck. Redis restarted without its data, or a comet whose
+        /// registry writes time out on an overloaded machine, must not cost its clients their pushes.
+        public var keepAnswering: Duration = .seconds(30)
         public var roomTargets: RoomTargets = .all
         /// How often each comet's `Rooms` is asked (only with `roomTargets == .rooms`).
         public var roomsRefresh: Duration = .seconds(1)
@@ -249,9 +253,10 @@ public final class CometPool: Service, Sendable {
                 added.append(comet)
             }
             for (hostname, member) in state.members where now - member.lastSeen > settings.grace {
-                // Still answering calls: the registry lost it (Redis restarted without its data), the comet did not.
-                // Dropping it would lose its clients' pushes until it registers again.
-                guard !health.answered(hostname, within: settings.grace, now: now) else { continue }
+                // Still answering calls: the registry lost it (Redis restarted without its data, or its record expired
+                // while its writes timed out), the comet did not. Dropping it would lose its clients' pushes (and fail
+                // the calls in flight) until it registers again. A killed comet refuses calls and is stuck soon.
+                guard !health.answered(hostname, within: max(settings.grace, settings.keepAnswering), now: now) else { continue }
                 state.members[hostname] = nil
                 removed.append(member.comet)
             }

@@ -2,6 +2,8 @@ import Foundation
 import GoIMConfig
 import GoIMRPC
 import Logging
+import NIOCore
+import NIOPosix
 import Registry
 import ServiceLifecycle
 import Synchronization
@@ -179,6 +181,9 @@ public final class ClusterState: Sendable {
 /// It also removes the sessions of a comet that left the registry without a graceful shutdown (killed, machine
 /// lost): goim left them until `redis.expire` (30 min), so mids pushes kept going to a dead comet and online counts
 /// by key stayed wrong. Only comets seen since this logic started are noticed; others' sessions expire as in goim.
+/// A comet whose gRPC port still accepts connections is alive (Redis lost the registry, or its registry writes time
+/// out on an overloaded machine) and keeps its sessions: purging them would cost its clients their mids pushes until
+/// their next heartbeats.
 public struct OnlineRefresher: Service {
     let registry: CometRegistry
     let store: any OnlineStore
@@ -187,12 +192,15 @@ public struct OnlineRefresher: Service {
     let refresh: Duration
     let staleAfter: Duration
     let logger: Logger
+    /// Whether the comet at a gRPC address (`host:port`) is still there.
+    let isAlive: @Sendable (String) async -> Bool
     /// Sessions removed per round trip when purging a dead comet's.
     static let purgeBatch = 1000
 
     public init(
         registry: CometRegistry, store: any OnlineStore, routing: (any RoutingStore)? = nil, cluster: ClusterState,
-        refresh: Duration, staleAfter: Duration, logger: Logger
+        refresh: Duration, staleAfter: Duration, logger: Logger,
+        isAlive: @escaping @Sendable (String) async -> Bool = CometProbe.acceptsConnections
     ) {
         self.registry = registry
         self.store = store
@@ -201,31 +209,53 @@ public struct OnlineRefresher: Service {
         self.refresh = refresh
         self.staleAfter = staleAfter
         self.logger = logger
+        self.isAlive = isAlive
     }
 
-    /// The comets this logic has seen, and since when each missing one has been missing.
+    /// The comets this logic has seen (with the gRPC address each registered last), and since when each missing one
+    /// has been missing.
     struct Watch: Sendable {
-        var known: Set<String> = []
+        var known: [String: String] = [:]
         var missingSince: [String: ContinuousClock.Instant] = [:]
+        /// Missing comets found alive, so that it is logged once per absence.
+        var keptAlive: Set<String> = []
     }
 
     /// Purges the sessions of every known comet that has been missing from the registry for a whole `registry.ttl`
-    /// on top of the TTL its record already outlived. The wait keeps a comet that is only re-registering (Redis
-    /// restarted and lost the registry: every comet writes its record again within `registry.refresh`) from losing
-    /// the sessions its clients' heartbeats are re-creating meanwhile.
-    func purgeGone(_ watch: inout Watch, live: Set<String>, now: ContinuousClock.Instant = .now) async {
-        watch.known.formUnion(live)
-        for server in live { watch.missingSince[server] = nil }
+    /// on top of the TTL its record already outlived, unless its gRPC port still accepts connections. The wait keeps
+    /// a comet that is only re-registering (Redis restarted and lost the registry: every comet writes its record
+    /// again within `registry.refresh`) from losing the sessions its clients' heartbeats are re-creating meanwhile;
+    /// the probe covers a comet that takes longer (its writes time out), and one found alive is checked again after
+    /// another `registry.ttl`.
+    /// - Parameter live: the registered comets, hostname to gRPC address.
+    func purgeGone(_ watch: inout Watch, live: [String: String], now: ContinuousClock.Instant = .now) async {
+        watch.known.merge(live) { $1 }
+        for server in live.keys {
+            watch.missingSince[server] = nil
+            if watch.keptAlive.remove(server) != nil {
+                logger.info("comet back in the registry", metadata: ["goim.server": "\(server)"])
+            }
+        }
         guard let routing else { return }
-        var due: [String] = []
-        for server in watch.known.subtracting(live) {
+        var due: [(server: String, address: String)] = []
+        for (server, address) in watch.known where live[server] == nil {
             let since = watch.missingSince[server] ?? now
             watch.missingSince[server] = since
-            if now - since >= registry.ttl { due.append(server) }
+            if now - since >= registry.ttl { due.append((server, address)) }
         }
-        for server in due.sorted() {
-            watch.known.remove(server)
+        for (server, address) in due.sorted(by: { $0.server < $1.server }) {
+            if await isAlive(address) {
+                watch.missingSince[server] = now
+                if watch.keptAlive.insert(server).inserted {
+                    logger.warning(
+                        "comet missing from the registry, but its gRPC port answers: keeping its sessions",
+                        metadata: ["goim.server": "\(server)", "goim.rpc": "\(address)"])
+                }
+                continue
+            }
+            watch.known[server] = nil
             watch.missingSince[server] = nil
+            watch.keptAlive.remove(server)
             do {
                 let registry = self.registry
                 let purged = try await routing.purgeSessions(server: server, batch: Self.purgeBatch) {
@@ -241,9 +271,9 @@ public struct OnlineRefresher: Service {
         }
     }
 
-    /// One round; throws when Redis fails. Returns the hostnames of the live comets.
+    /// One round; throws when Redis fails. Returns the live comets: hostname to gRPC address.
     @discardableResult
-    public func refreshNow(now: Int64 = Int64(Date().timeIntervalSince1970)) async throws -> Set<String> {
+    public func refreshNow(now: Int64 = Int64(Date().timeIntervalSince1970)) async throws -> [String: String] {
         let instances: [CometInstance]
         do {
             instances = try await registry.instances()
@@ -271,7 +301,7 @@ public struct OnlineRefresher: Service {
             try await store.deleteOnline(servers: stale)
         }
         cluster.update(roomCount: aggregate)
-        return Set(servers)
+        return Dictionary(instances.map { ($0.hostname, $0.rpcAddress) }, uniquingKeysWith: { _, last in last })
     }
 
     public func run() async throws {
@@ -290,6 +320,24 @@ public struct OnlineRefresher: Service {
                 }
                 try? await Task.sleep(for: refresh)
             }
+        }
+    }
+}
+
+/// Whether a comet is still there when the registry says it is not.
+public enum CometProbe {
+    /// Whether a TCP connection to `address` (`host:port`, the comet's gRPC port) is accepted within 1 s. A killed
+    /// comet's port refuses at once; a comet on a lost machine times out. A comet that is alive but cut off from this
+    /// logic counts as gone, as it would without the probe.
+    @Sendable public static func acceptsConnections(_ address: String) async -> Bool {
+        guard let target = HostPort(address, defaultHost: "127.0.0.1") else { return false }
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(1))
+        do {
+            let channel = try await bootstrap.connect(host: target.host, port: target.port).get()
+            try? await channel.close()
+            return true
+        } catch {
+            return false
         }
     }
 }

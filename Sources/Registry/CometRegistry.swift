@@ -22,17 +22,22 @@ public struct CometRegistry: Sendable {
 
     func key(_ hostname: String) -> String { "\(prefix)\(hostname)" }
 
-    /// Writes (or refreshes) `instance` with the registry TTL.
-    public func register(_ instance: CometInstance) async throws {
+    /// Writes (or refreshes) `instance` with the registry TTL. Returns whether its record was there before: a comet
+    /// that finds its own record gone learns that Redis lost data (restarted without persistence, flushed, failed over
+    /// to a replica that lagged) or that its record expired, either way its sessions may be gone too.
+    @discardableResult
+    public func register(_ instance: CometInstance) async throws -> Bool {
         let json = try JSONEncoder().encode(instance)
         let seconds = max(1, Int64(ttl.components.seconds))
         let replies = try await redis.pipeline([
+            RedisCommand("EXISTS", [.string(key(instance.hostname))]),
             RedisCommand("SET", [.string(key(instance.hostname)), .bytes(ByteBuffer(bytes: json)), .string("EX"), .integer(seconds)]),
             RedisCommand("SADD", [.string(indexKey), .string(instance.hostname)]),
         ])
         for reply in replies {
             if case .error(let message) = reply { throw RegistryError.redis(message) }
         }
+        return replies.first?.int.map { $0 > 0 } ?? true
     }
 
     /// The live record of `hostname`, if any.

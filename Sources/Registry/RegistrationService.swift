@@ -8,18 +8,26 @@ import ServiceLifecycle
 /// stop using it immediately rather than after the TTL. Before its first write it refuses to take over a live record
 /// of another comet with the same host name (another gRPC address): the service fails and the comet stops. A record
 /// with the same address is this comet's own from before a restart.
+///
+/// A refresh that finds the record gone (Redis lost its data, or the record expired while refreshes failed) calls
+/// `recordLost`: the comet's sessions in Redis are likely gone too, and the comet writes them again.
 public struct RegistrationService: Service {
     let registry: CometRegistry
     let refresh: Duration
     let snapshot: @Sendable () -> CometInstance
+    let recordLost: @Sendable () -> Void
     let logger: Logger
     /// nil once the record is written and while refreshes succeed; what failed otherwise (for `/ready`).
     public let status = StatusFlag(initial: "not registered yet")
 
-    public init(registry: CometRegistry, refresh: Duration, logger: Logger, snapshot: @escaping @Sendable () -> CometInstance) {
+    public init(
+        registry: CometRegistry, refresh: Duration, logger: Logger, recordLost: @escaping @Sendable () -> Void = {},
+        snapshot: @escaping @Sendable () -> CometInstance
+    ) {
         self.registry = registry
         self.refresh = refresh
         self.snapshot = snapshot
+        self.recordLost = recordLost
         self.logger = logger
     }
 
@@ -35,8 +43,14 @@ public struct RegistrationService: Service {
                     {
                         throw RegistryError.duplicateHostname(instance.hostname, otherRPCAddress: other.rpcAddress)
                     }
-                    try await registry.register(instance)
+                    let existed = try await registry.register(instance)
                     status.set(nil)
+                    if registered && !existed {
+                        logger.warning(
+                            "this comet's registry record was gone (Redis lost its data, or the record expired): its sessions are written again",
+                            metadata: ["goim.server": "\(instance.hostname)"])
+                        recordLost()
+                    }
                     if !registered {
                         logger.info("registered in the cluster registry", metadata: ["goim.server": "\(instance.hostname)"])
                         registered = true

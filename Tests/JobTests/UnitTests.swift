@@ -269,6 +269,48 @@ struct JobUnitTests {
         #expect(pool.comets.map(\.hostname) == ["a"])
     }
 
+    @Test("A comet missing from the registry that still answers is kept; once its calls fail for skipAfter it is dropped")
+    func answeringCometKept() async throws {
+        let health = CometHealth(skipAfter: .milliseconds(500), callTimeout: .seconds(1))
+        var settings = CometPool.Settings()
+        settings.grace = .milliseconds(200)
+        settings.keepAnswering = .seconds(30)
+        let address: @Sendable (String) -> CometInstanceAddress = { CometInstanceAddress(hostname: $0, rpcAddress: "127.0.0.1:1") }
+        let pool = CometPool(
+            settings: settings, logger: testLogger(),
+            connector: { MemoryComet(recorder: CometRecorder(hostname: $0.hostname)) }, health: health,
+            source: { [address("a"), address("b")] })
+        let start = ContinuousClock.now
+        pool.apply([address("a"), address("b")], now: start)
+        // b answered a call a moment ago; then the registry loses it (Redis restarted, or its writes time out).
+        let answered = health.admit("b", now: start)
+        health.finished("b", success: true, admission: answered, now: start + .milliseconds(10))
+        // One call timing out on a busy machine does not make it stop answering.
+        let late = health.admit("b", now: start + .milliseconds(20))
+        health.finished("b", success: false, admission: late, now: start + .milliseconds(300))
+        pool.apply([address("a")], now: start + .milliseconds(400))
+        let next = health.admit("b", now: start + .milliseconds(500))
+        health.finished("b", success: true, admission: next, now: start + .milliseconds(600))
+        pool.apply([address("a")], now: start + .seconds(1))
+        #expect(pool.comet("b") != nil, "a comet that answers stays while the registry lacks it")
+        // Then every call fails for longer than skipAfter (it was killed): dropped at the next read.
+        let refused = health.admit("b", now: start + .milliseconds(1100))
+        health.finished("b", success: false, admission: refused, now: start + .milliseconds(1100))
+        pool.apply([address("a")], now: start + .milliseconds(1500))
+        #expect(pool.comet("b") != nil, "failing for less than skipAfter")
+        pool.apply([address("a")], now: start + .seconds(2))
+        #expect(pool.comet("b") == nil)
+        // And one that never answered anything goes after the grace period, as before.
+        pool.apply([address("a"), address("c")], now: start + .seconds(3))
+        pool.apply([address("a")], now: start + .seconds(4))
+        #expect(pool.comet("c") == nil)
+        // Answering long ago (longer than keepAnswering) does not keep it either.
+        let old = health.admit("a", now: start)
+        health.finished("a", success: true, admission: old, now: start)
+        pool.apply([], now: start + .seconds(40))
+        #expect(pool.comets.isEmpty)
+    }
+
     @Test("Zero comets: a broadcast is counted undeliverable, not a crash (goim bug 20)")
     func zeroComets() async throws {
         let (pool, _) = memoryPool([])
