@@ -217,6 +217,36 @@ extension CometSuite {
             }
         }
 
+        @Test("Redis lost the sessions: every connection calls Logic Heartbeat at its next heartbeat, long before its session refresh; a failed call is tried again after about a second, then not until the next refresh")
+        func sessionsWrittenAgain() async throws {
+            try await withComet(configure: {
+                $0.proto.sessionRewriteSpread = .zero  // the default session refresh (10–20 min) stays
+            }) { comet in
+                let client = try await comet.client(auth: auth(mid: 6, key: "rewrite"))
+                try await client.heartbeat()
+                #expect(comet.logic.calls.heartbeats.isEmpty)
+                // The registry refresh found the comet's record gone; the first call fails (Redis still away).
+                comet.logic.failingHeartbeats.withLock { $0 = 1 }
+                comet.comet.comet.rewriteSessions()
+                try await client.heartbeat()
+                try await comet.logic.wait { $0.heartbeats.count == 1 }
+                let failedAt = ContinuousClock.now
+                try await waitUntilAsync {
+                    _ = try? await client.heartbeat()
+                    return comet.logic.calls.heartbeats.count >= 2
+                }
+                // Retried after 0.5–1 s (1 s backoff, jittered), at a client heartbeat; it succeeds.
+                #expect(ContinuousClock.now - failedAt >= .milliseconds(400))
+                #expect(ContinuousClock.now - failedAt < .seconds(5))
+                for _ in 0..<10 {
+                    try await client.heartbeat()
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(comet.logic.calls.heartbeats.count == 2, "after a success, the next call waits for the session refresh")
+                #expect(comet.logic.calls.heartbeats.allSatisfy { $0 == .init(mid: 6, key: "rewrite", server: "test-comet") })
+            }
+        }
+
         @Test("Logic Heartbeat is called once the session refresh interval has passed")
         func sessionRefresh() async throws {
             try await withComet(configure: {

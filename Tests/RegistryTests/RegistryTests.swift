@@ -4,6 +4,7 @@ import NIOCore
 import Redis
 import Registry
 import ServiceLifecycle
+import Synchronization
 import TestSupport
 import Testing
 
@@ -77,6 +78,40 @@ import Testing
             try await tasks.waitForAll()
         }
         #expect(try await registry.instances().isEmpty)
+    }
+
+    /// Redis restarted without its data (here: FLUSHALL): the next refresh finds the record gone, writes it again and
+    /// tells the comet once, so that it writes its sessions again; the first registration does not count.
+    @Test func aRefreshThatFindsTheRecordGoneCallsRecordLost() async throws {
+        let server = try await TestServers.redis()
+        defer { server.stopInBackground() }
+        let (registry, redis) = makeRegistry(server)
+        let instance = CometInstance(hostname: "comet-lost", rpcAddress: "127.0.0.1:3109")
+        #expect(try await registry.register(instance) == false)
+        #expect(try await registry.register(instance) == true)
+
+        let lost = Mutex(0)
+        let service = RegistrationService(
+            registry: registry, refresh: .milliseconds(100), logger: Logger(label: "test"),
+            recordLost: { lost.withLock { $0 += 1 } }
+        ) { instance }
+        let group = ServiceGroup(services: [service], logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            try await Task.sleep(for: .milliseconds(350))
+            #expect(lost.withLock { $0 } == 0, "refreshes of a record that is there")
+            _ = try await redis.send(RedisCommand("FLUSHALL", []))
+            var back = false
+            for _ in 0..<100 where !back {
+                try await Task.sleep(for: .milliseconds(50))
+                back = try await registry.instances().map(\.hostname) == ["comet-lost"]
+            }
+            #expect(back)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(lost.withLock { $0 } == 1, "one loss, one call")
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
     }
 
     @Test func redisDownIsAnError() async throws {

@@ -71,6 +71,8 @@ public final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
 
     /// How long Disconnect takes, per key (nil: at once).
     public let disconnectDelay: @Sendable (String) -> Duration?
+    /// How many of the next Heartbeat calls fail (recorded, then answered UNAVAILABLE): Redis away, say.
+    public let failingHeartbeats = Mutex(0)
 
     public init(
         heartbeat: @escaping @Sendable (String) -> Int64 = { _ in 240_000_000_000 * 2 },
@@ -171,6 +173,11 @@ public final class TestLogic: Goim_Logic_Logic.SimpleServiceProtocol, Sendable {
             $0.heartbeats.append(DisconnectCall(mid: request.mid, key: request.key, server: request.server))
             $0.order.append("heartbeat:\(request.key)")
         }
+        let fail = failingHeartbeats.withLock { count in
+            defer { count = max(0, count - 1) }
+            return count > 0
+        }
+        if fail { throw RPCError(code: .unavailable, message: "redis unavailable (test)") }
         return Goim_Logic_HeartbeatReply()
     }
 
