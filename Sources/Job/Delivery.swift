@@ -33,6 +33,9 @@ enum CallOutcome: Sendable, Equatable {
     case gone
     /// The comet is stuck (`CometHealth`) or did not accept the call within `comet.deliveryDeadline`.
     case unreachable
+    /// The comet fell so far behind the others on a room that the room's queue stayed full for `comet.skipAfter`:
+    /// given up for that comet so that the others go on (`RoomAggregator.skipLanes`).
+    case behind
     case rejected(String)
     case abandoned
 }
@@ -42,14 +45,19 @@ struct OutcomeTally: Sendable {
     var delivered = 0
     var gone: [String] = []
     var unreachable: [String] = []
+    var behind: [String] = []
     var rejected: [String] = []
     var abandoned = false
+
+    /// Comets done with the message so far (any outcome).
+    var count: Int { delivered + gone.count + unreachable.count + behind.count + rejected.count }
 
     mutating func add(_ outcome: CallOutcome, comet: String) {
         switch outcome {
         case .delivered: delivered += 1
         case .gone: gone.append(comet)
         case .unreachable: unreachable.append(comet)
+        case .behind: behind.append(comet)
         case .rejected(let reason): rejected.append("\(comet): \(reason)")
         case .abandoned: abandoned = true
         }
@@ -57,9 +65,10 @@ struct OutcomeTally: Sendable {
 
     var outcome: DeliveryOutcome {
         if abandoned { return .abandoned }
-        if gone.isEmpty && unreachable.isEmpty && rejected.isEmpty { return .delivered }
+        if gone.isEmpty && unreachable.isEmpty && behind.isEmpty && rejected.isEmpty { return .delivered }
         let detail = (gone.isEmpty ? [] : ["comets left the registry: \(gone.joined(separator: ", "))"])
             + (unreachable.isEmpty ? [] : ["comets unreachable: \(unreachable.joined(separator: ", "))"])
+            + (behind.isEmpty ? [] : ["comets too far behind on the room: \(behind.joined(separator: ", "))"])
             + (rejected.isEmpty ? [] : ["refused by \(rejected.joined(separator: "; "))"])
         let text = detail.joined(separator: "; ")
         if delivered > 0 { return .partiallyDelivered(text) }

@@ -28,7 +28,12 @@ struct Ticket: Sendable {
 /// in whatever order that happens: a batch stuck on one comet does not hold back the messages after it.
 ///
 /// At most `queueSize` unfinished messages wait per room: `reserve()` suspends the caller (the consumer)
-/// while the room is full, so nothing is dropped (goim dropped them: "room proto chan full").
+/// while the room is full (goim dropped them: "room proto chan full"). The consumer's dispatch loop waits there for
+/// every room and comet, so a full room must not stay full because of one comet: while it is full, `reserve()` gives
+/// up on the queued messages of stuck comets at once, and, once the room has been full for `comet.skipAfter`, on the
+/// messages that only a lagging comet still has to take (every other comet is done with them). A comet that keeps up
+/// loses nothing; one that falls that far behind a room loses those messages (counted partially delivered; with room
+/// history its comet reads the gap back from history).
 final class RoomAggregator: Sendable {
     struct Entry {
         var packet: ByteBuffer
@@ -46,6 +51,9 @@ final class RoomAggregator: Sendable {
         /// Sequence number of the next entry this lane looks at.
         var next: UInt64
         var running: Bool
+        /// Messages were given up for it as `behind`; until it catches up (takes all that is queued for it), a full room
+        /// gives up on its behind messages at once rather than after `comet.skipAfter` again.
+        var lagging = false
     }
 
     struct State {
@@ -116,7 +124,11 @@ final class RoomAggregator: Sendable {
             if health == nil { try await space.acquire() }
             return
         }
+        // Full: a comet already known to lag gives up its behind messages now.
+        skipLanes(laggingOnly: true)
+        if space.tryAcquire(upTo: 1) == 1 { return }
         let interval = max(.milliseconds(10), health.skipAfter / 2)
+        let fullSince = ContinuousClock.now
         try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
                 try await self.space.acquire()
@@ -124,7 +136,7 @@ final class RoomAggregator: Sendable {
             }
             group.addTask {
                 while (try? await Task.sleep(for: interval)) != nil {
-                    self.skipStuckLanes()
+                    self.skipLanes(fullFor: .now - fullSince)
                 }
                 return false
             }
@@ -135,20 +147,30 @@ final class RoomAggregator: Sendable {
         }
     }
 
-    /// Gives up on every queued message of a stuck comet that its lane has not taken yet: counted unreachable
-    /// there, finished if that was its last comet.
-    func skipStuckLanes() {
+    /// While the room is full: gives up on every queued message of a stuck comet that its lane has not taken yet
+    /// (counted unreachable there), and, once the room has been full for `comet.skipAfter` (`fullFor`), on each queued
+    /// message that only one comet has still to take, its lane not having taken it yet, while the message's other
+    /// comets are done with it (counted `behind` there). A message is finished if that was its last comet.
+    /// - Parameter laggingOnly: only the behind messages of lanes that lag already (nothing for stuck comets).
+    func skipLanes(fullFor: Duration = .zero, laggingOnly: Bool = false) {
         guard let health else { return }
+        let lagging = fullFor >= health.skipAfter
         var skippedCount = 0
         let finished = state.withLock { state -> [(Ticket, DeliveryOutcome)] in
             var finished: [(Ticket, DeliveryOutcome)] = []
-            for (hostname, lane) in state.lanes where lane.running && health.isStuck(hostname) {
+            for (hostname, lane) in state.lanes where lane.running {
+                let stuck = !laggingOnly && health.isStuck(hostname)
+                guard stuck || (laggingOnly ? lane.lagging : lagging || lane.lagging) else { continue }
                 var index = Int(max(lane.next, state.headSeq) - state.headSeq)
                 while index < state.entries.count {
                     let position = state.entries.index(state.entries.startIndex, offsetBy: index)
-                    if state.entries[position].targets.remove(hostname) != nil {
+                    let entry = state.entries[position]
+                    let behind = !stuck && entry.remaining == 1 && entry.tally.count > 0
+                    if (stuck || behind) && state.entries[position].targets.remove(hostname) != nil {
                         skippedCount += 1
-                        if let done = state.laneDone(at: index, hostname: hostname, outcome: .unreachable) { finished.append(done) }
+                        if behind { state.lanes[hostname]?.lagging = true }
+                        let outcome: CallOutcome = stuck ? .unreachable : .behind
+                        if let done = state.laneDone(at: index, hostname: hostname, outcome: outcome) { finished.append(done) }
                     }
                     index += 1
                 }
@@ -243,6 +265,7 @@ final class RoomAggregator: Sendable {
             lane.next = state.headSeq + UInt64(index)
             guard !sequences.isEmpty else {
                 lane.running = false
+                lane.lagging = false
                 state.lanes[hostname] = lane
                 return nil
             }

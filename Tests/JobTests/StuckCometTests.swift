@@ -76,6 +76,60 @@ struct StuckCometTests {
         }
     }
 
+    @Test("a slow comet (every call succeeds, late) that falls a full room queue behind for skipAfter: the fast comet gets every message without waiting for it; the slow one gets a subsequence in order, the rest counted behind")
+    func laggingCometDoesNotHoldTheRoom() async throws {
+        let (pool, recorders) = memoryPool(["fast", "slow"])
+        recorders["slow"]!.setLatency(.milliseconds(400))  // 5 messages per 400 ms: far below the 200/s fed
+        let statistics = JobStatistics()
+        let sender = delivery(pool, statistics: statistics, skipAfter: .milliseconds(200), callTimeout: .seconds(5))
+        let aggregator = RoomAggregator(room: "live://r", batchLimit: 5, queueSize: 10, health: sender.health)
+        let sink = TicketLog()
+        let messages = (0..<200).map { "m\($0)" }
+        let started = ContinuousClock.now
+        await withDiscardingTaskGroup { inner in
+            try? await feed(
+                aggregator, messages, targets: ["fast", "slow"], sink: sink, delivery: sender, statistics: statistics,
+                pause: .milliseconds(5), group: &inner)
+            // Waiting on the slow comet would take 200 / 5 × 400 ms = 16 s.
+            #expect(await recorders["fast"]!.wait(timeout: .seconds(10)) { $0.roomMessages("live://r").count == 200 })
+            #expect(ContinuousClock.now - started < .seconds(10))
+            #expect(recorders["fast"]!.roomMessages("live://r") == messages)
+            #expect(await eventuallyTrue { sink.count == 200 }, "finished \(sink.count)")
+            let slow = recorders["slow"]!.roomMessages("live://r")
+            let positions = slow.compactMap { messages.firstIndex(of: $0) }
+            #expect(positions == positions.sorted() && Set(positions).count == positions.count, "in order, none twice")
+            #expect(!slow.isEmpty && slow.count < 200)
+            let behind = (0..<200).filter {
+                if case .partiallyDelivered(let detail) = sink.outcome(UInt64($0)) { return detail.contains("too far behind on the room: slow") }
+                return false
+            }
+            #expect(behind.count + slow.count == 200, "each message either reached the slow comet or was counted behind")
+            #expect(!behind.contains(0), "the first batch went out before the room was full")
+            inner.cancelAll()
+        }
+    }
+
+    @Test("a slow comet that stays within the room queue loses nothing")
+    func slowCometWithinTheQueueLosesNothing() async throws {
+        let (pool, recorders) = memoryPool(["fast", "slow"])
+        recorders["slow"]!.setLatency(.milliseconds(100))
+        let statistics = JobStatistics()
+        let sender = delivery(pool, statistics: statistics, skipAfter: .milliseconds(50), callTimeout: .seconds(5))
+        let aggregator = RoomAggregator(room: "live://r", batchLimit: 5, queueSize: 100, health: sender.health)
+        let sink = TicketLog()
+        let messages = (0..<40).map { "m\($0)" }
+        await withDiscardingTaskGroup { inner in
+            try? await feed(
+                aggregator, messages, targets: ["fast", "slow"], sink: sink, delivery: sender, statistics: statistics,
+                pause: .milliseconds(5), group: &inner)
+            #expect(await recorders["slow"]!.wait(timeout: .seconds(10)) { $0.roomMessages("live://r").count == 40 })
+            #expect(recorders["slow"]!.roomMessages("live://r") == messages)
+            #expect(await eventuallyTrue { sink.count == 40 })
+            #expect((0..<40).allSatisfy { sink.outcome(UInt64($0)) == .delivered })
+            inner.cancelAll()
+        }
+    }
+
     @Test("a call retried against a comet that keeps failing gives up at comet.deliveryDeadline")
     func deliveryDeadline() async throws {
         let (pool, recorders) = memoryPool(["down"])
