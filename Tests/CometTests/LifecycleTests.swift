@@ -178,6 +178,8 @@ extension CometSuite {
             refresh = "1s"
             [redis]
             addr = "127.0.0.1:1"
+            [monitor]
+            addr = "127.0.0.1:\(TestServers.freePort())"
             """.write(to: config, atomically: true, encoding: .utf8)
             let process = try TestServers.executable("comet", arguments: ["--config", config.path], port: tcpPort)
             try await process.start()

@@ -184,6 +184,8 @@ func withMeasuredComet(_ body: @Sendable (MeasuredComet) async throws -> Void) a
     timeout = "60s"
     [protocol]
     handshakeTimeout = "60s"
+    [monitor]
+    addr = "127.0.0.1:\(TestServers.freePort())"
     """.write(to: config, atomically: true, encoding: .utf8)
     let process = try TestServers.executable("comet", arguments: ["--config", config.path], port: tcpPort)
     try await process.start()

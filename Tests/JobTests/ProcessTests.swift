@@ -33,6 +33,8 @@ struct JobProcessTests {
             [registry]
             refresh = "400ms"
             ttl = "30s"
+            [monitor]
+            addr = "127.0.0.1:\(TestServers.freePort())"
             """
         try toml.write(toFile: path, atomically: true, encoding: .utf8)
         return path
