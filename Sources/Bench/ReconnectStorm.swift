@@ -77,6 +77,8 @@ struct ReconnectStorm: AsyncParsableCommand {
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let poster = try await HTTPPoster.connect(host: String(parts[0]), port: port, group: group)
+        // Offsets from an earlier run of the same room are not this run's to deliver.
+        let startPosition = try await historyPosition(poster, type: type, id: id)
         let pushPath = "/goim/push/room?operation=1000&type=\(type)&room=\(id)"
         let total = Int(rate * (before + after))
         let rate = self.rate
@@ -116,12 +118,14 @@ struct ReconnectStorm: AsyncParsableCommand {
             "sessions": "\(sessions)", "processes": "\(processes)", "urls": urls, "room": room,
             "pushes": "\(rate)/s, \(before) s before and \(after) s after the kill",
             "backoff": "base \(backoffBase) s, max \(backoffMax) s", "heartbeat": "\(heartbeat) s",
-            "history": "epoch \(position.epoch), offsets \(position.first)...\(position.top)",
         ]
-        let analysis = StormAnalysis(results: results, sessions: sessions, killed: killed, first: max(1, position.first), top: position.top)
+        let first = max(1, position.first, startPosition.epoch == position.epoch ? startPosition.top + 1 : 0)
+        report.parameters["history"] = "epoch \(position.epoch), offsets \(first)...\(position.top) this run"
+        let analysis = StormAnalysis(results: results, sessions: sessions, killed: killed, first: first, top: position.top)
+        report.add("pushes sent", Double(max(1, total)))
         report.add("pushes accepted", Double(accepted))
-        report.add("offsets in history", Double(position.top >= position.first ? position.top - position.first + 1 : 0))
-        analysis.add(to: &report)
+        report.add("offsets in history", Double(position.top >= first ? position.top - first + 1 : 0))
+        analysis.add(to: &report, curve: json)
         report.print(json: json)
         if !json { analysis.printCurve() }
     }
@@ -170,8 +174,9 @@ struct StormLine: Codable, Sendable {
 
 /// What one session saw, as the app saw it (GoIMKit's `messages` and `states`).
 struct StormSessionResult: Codable, Sendable {
-    /// Wall-clock ns of each `.connected`.
+    /// Wall-clock ns of each `.connected`, and of each `.connecting` (an attempt, after the backoff).
     var connects: [UInt64] = []
+    var attempts: [UInt64] = []
     /// `.connected` after a loss whose standing said recovering but not recovered: history did not hold all it missed.
     var incomplete = 0
     /// Distinct room offsets delivered, as closed ranges `[low, high]`.
@@ -287,7 +292,9 @@ final class SessionLog: Sendable {
                 }
             case .disconnected, .closed:
                 state.connected = false
-            case .connecting, .roomChanged:
+            case .connecting:
+                state.result.attempts.append(now)
+            case .roomChanged:
                 break
             }
         }
@@ -426,6 +433,10 @@ struct StormAnalysis {
     var outOfOrder: [Int]
     var incomplete: [Int]
     var epochChanges: Int
+    /// Connection attempts of each session from the kill until it was back.
+    var attempts: [Int]
+    /// Seconds from the kill to each session's first attempt after it.
+    var firstAttempts: [Double?]
     static let bucket = 0.25
 
     init(results: [StormSessionResult], sessions: Int, killed: UInt64, first: UInt64, top: UInt64) {
@@ -441,6 +452,11 @@ struct StormAnalysis {
             }
             return Int(top - first + 1 - covered)
         }
+        attempts = results.map { result in
+            let back = result.connects.first { $0 > killed } ?? .max
+            return result.attempts.filter { $0 > killed && $0 <= back }.count
+        }
+        firstAttempts = results.map { result in result.attempts.first { $0 > killed }.map { Double($0 - killed) / 1e9 } }
         duplicates = results.map(\.duplicates)
         outOfOrder = results.map(\.outOfOrder)
         incomplete = results.map(\.incomplete)
@@ -448,11 +464,14 @@ struct StormAnalysis {
     }
 
     /// Sessions back per 250 ms bucket since the kill.
-    var curve: [Int] {
-        let back = delays.compactMap { $0 }
-        guard let last = back.max() else { return [] }
-        var counts = [Int](repeating: 0, count: Int(last / Self.bucket) + 1)
-        for delay in back { counts[Int(delay / Self.bucket)] += 1 }
+    var curve: [Int] { Self.buckets(delays.compactMap { $0 }) }
+    /// Sessions' first attempts after the kill per 250 ms bucket: when the backoff's jitter let them try.
+    var attemptCurve: [Int] { Self.buckets(firstAttempts.compactMap { $0 }) }
+
+    static func buckets(_ delays: [Double]) -> [Int] {
+        guard let last = delays.max() else { return [] }
+        var counts = [Int](repeating: 0, count: Int(last / bucket) + 1)
+        for delay in delays { counts[Int(delay / bucket)] += 1 }
         return counts
     }
 
@@ -464,9 +483,13 @@ struct StormAnalysis {
         return back[needed - 1]
     }
 
-    func add(to report: inout Report) {
+    /// The figures; the curve too when `curve` (JSON: the text output prints it as a table).
+    func add(to report: inout Report, curve includeCurve: Bool) {
         report.add("results from sessions", Double(delays.count))
         report.add("reconnected", Double(delays.compactMap { $0 }.count), "sessions")
+        report.add("attempts per session until back: mean", Double(attempts.reduce(0, +)) / Double(max(1, attempts.count)))
+        report.add("attempts per session until back: max", Double(attempts.max() ?? 0))
+        report.add("sessions back at the first attempt", Double(attempts.filter { $0 == 1 }.count))
         for percent in [50.0, 90, 99, 100] {
             report.add("\(Int(percent)) % back by", time(percent: percent) ?? -1, "s")
         }
@@ -475,20 +498,26 @@ struct StormAnalysis {
             report.add("\(name): sessions", Double(values.filter { $0 > 0 }.count))
         }
         report.add("epoch changes", Double(epochChanges))
-        for (index, count) in curve.enumerated() where count > 0 {
-            report.add(String(format: "back in [%.2f, %.2f) s", Double(index) * Self.bucket, Double(index + 1) * Self.bucket), Double(count), "sessions")
+        let attempted = attemptCurve
+        for (index, count) in curve.enumerated() where includeCurve {
+            let from = Double(index) * Self.bucket
+            report.add(String(format: "attempts in [%.2f, %.2f) s", from, from + Self.bucket), Double(index < attempted.count ? attempted[index] : 0), "sessions")
+            report.add(String(format: "back in [%.2f, %.2f) s", from, from + Self.bucket), Double(count), "sessions")
         }
     }
 
     /// The curve as a table with bars (text output).
     func printCurve() {
-        print("\n   reconnects per 250 ms since the kill (-1 above: never reached)")
-        print("   from (s)   back   cumulative")
+        print("\n   per 250 ms since the kill: sessions making their first attempt, sessions back (a time of -1 above: that share never came back)")
+        print("   from (s)  attempts   back   cumulative")
+        let attempted = attemptCurve
         var cumulative = 0
-        for (index, count) in curve.enumerated() {
+        for index in 0..<max(curve.count, attempted.count) {
+            let count = index < curve.count ? curve[index] : 0
             cumulative += count
             let bar = String(repeating: "#", count: Int((Double(count) / Double(max(1, sessions)) * 200).rounded(.up)))
-            print(String(format: "   %7.2f  %5d  %6.1f %%  ", Double(index) * Self.bucket, count, Double(cumulative) / Double(max(1, sessions)) * 100) + bar)
+            print(String(format: "   %7.2f  %8d  %5d  %6.1f %%  ", Double(index) * Self.bucket, index < attempted.count ? attempted[index] : 0, count,
+                         Double(cumulative) / Double(max(1, sessions)) * 100) + bar)
         }
     }
 }
