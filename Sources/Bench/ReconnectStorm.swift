@@ -65,6 +65,8 @@ struct ReconnectStorm: AsyncParsableCommand {
                 urls: urlList, count: count, firstMid: 1_000_000 + Int64(index * perProcess), room: room,
                 backoffBase: backoffBase, backoffMax: backoffMax, heartbeat: heartbeat, rate: connectRate / Double(processes)))
         }
+        // Stopping writes to the children's stdin: one that already died must not take the parent with it.
+        signal(SIGPIPE, SIG_IGN)
         let children = try StormChildren(specs: specs)
         let ready = await children.wait(timeout: .seconds(300), progress: { total in
             progressLine("connecting: \(total.ready)/\(sessions) sessions in \(room) with its epoch")
@@ -197,7 +199,7 @@ enum StormChild {
         guard let json, let spec = try? JSONDecoder().decode(StormSpec.self, from: Data(json.utf8)) else {
             throw ValidationError("--child needs --spec JSON")
         }
-        let stdinClosed = StdinWatcher()
+        let stdinClosed = StdinWatcher(stopOnInput: true)
         // One event-loop thread per process, as the other bench clients: the processes share the cores with the stack.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let endpoints = try spec.urls.map { try GoIMEndpoint($0) }
@@ -235,8 +237,11 @@ enum StormChild {
             var final = progress(logs)
             final.results = logs.map { $0.result() }
             emit(final)
-            // Closing finishes each session's streams, which ends its two consumers.
-            for session in sessions { await session.close() }
+            // Closing finishes each session's streams, which ends its two consumers; all at once, so that the
+            // process exits soon after its report.
+            await withDiscardingTaskGroup { closing in
+                for session in sessions { closing.addTask { await session.close() } }
+            }
             tasks.cancelAll()
         }
         try? await group.shutdownGracefully()
@@ -411,12 +416,20 @@ final class StormChildren: Sendable {
         return total()
     }
 
-    /// Closes the children's stdin and returns every session's result (a child that sent none is killed after 60 s).
+    /// Tells the children to stop (a line on stdin: its EOF alone may wait for a sibling holding a copy of the pipe)
+    /// and returns every session's result (a child that sent none within 60 s is killed and named on stderr).
     func stop() async -> [StormSessionResult] {
-        for input in inputs { try? input.fileHandleForWriting.close() }
+        for input in inputs {
+            try? input.fileHandleForWriting.write(contentsOf: Data("stop\n".utf8))
+            try? input.fileHandleForWriting.close()
+        }
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline, finals.withLockedValue({ $0.count }) < processes.count || processes.contains(where: \.isRunning) {
             try? await Task.sleep(for: .milliseconds(100))
+        }
+        let reported = finals.withLockedValue { Set($0.keys) }
+        for (index, process) in processes.enumerated() where !reported.contains(index) {
+            FileHandle.standardError.write(Data("child \(index) (pid \(process.processIdentifier)) sent no results\n".utf8))
         }
         for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         return finals.withLockedValue { finals in finals.keys.sorted().flatMap { finals[$0]?.results ?? [] } }
