@@ -395,9 +395,7 @@ struct Clients: AsyncParsableCommand {
 final class StdinWatcher: Sendable {
     private let flag = NIOLockedBool()
 
-    /// With `stopOnInput`, any byte read counts as the end too: a parent can stop this child by writing to it even
-    /// while a sibling, spawned later, still holds a copy of this child's stdin pipe (EOF would wait for that sibling).
-    init(stopOnInput: Bool = false) {
+    init() {
         let flag = self.flag
         let parent = getppid()
         Thread.detachNewThread {
@@ -409,7 +407,7 @@ final class StdinWatcher: Sendable {
             while true {
                 if getppid() != parent { _exit(3) }
                 guard poll(&descriptor, 1, 200) > 0 else { continue }
-                if read(0, &buffer, buffer.count) <= 0 || stopOnInput { break }
+                if read(0, &buffer, buffer.count) <= 0 { break }
             }
             // A dying parent's pipes close before the kernel hands us to a new parent: give that a moment.
             for _ in 0..<50 {

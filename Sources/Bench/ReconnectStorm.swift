@@ -65,8 +65,6 @@ struct ReconnectStorm: AsyncParsableCommand {
                 urls: urlList, count: count, firstMid: 1_000_000 + Int64(index * perProcess), room: room,
                 backoffBase: backoffBase, backoffMax: backoffMax, heartbeat: heartbeat, rate: connectRate / Double(processes)))
         }
-        // Stopping writes to the children's stdin: one that already died must not take the parent with it.
-        signal(SIGPIPE, SIG_IGN)
         let children = try StormChildren(specs: specs)
         let ready = await children.wait(timeout: .seconds(300), progress: { total in
             progressLine("connecting: \(total.ready)/\(sessions) sessions in \(room) with its epoch")
@@ -199,7 +197,7 @@ enum StormChild {
         guard let json, let spec = try? JSONDecoder().decode(StormSpec.self, from: Data(json.utf8)) else {
             throw ValidationError("--child needs --spec JSON")
         }
-        let stdinClosed = StdinWatcher(stopOnInput: true)
+        let stdinClosed = StdinWatcher()
         // One event-loop thread per process, as the other bench clients: the processes share the cores with the stack.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let endpoints = try spec.urls.map { try GoIMEndpoint($0) }
@@ -416,20 +414,19 @@ final class StormChildren: Sendable {
         return total()
     }
 
-    /// Tells the children to stop (a line on stdin: its EOF alone may wait for a sibling holding a copy of the pipe)
-    /// and returns every session's result (a child that sent none within 60 s is killed and named on stderr).
+    /// Closes the children's stdin and returns every session's result (a child that sent none within 60 s is killed
+    /// and named on stderr with what it last reported).
     func stop() async -> [StormSessionResult] {
-        for input in inputs {
-            try? input.fileHandleForWriting.write(contentsOf: Data("stop\n".utf8))
-            try? input.fileHandleForWriting.close()
-        }
+        for input in inputs { try? input.fileHandleForWriting.close() }
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline, finals.withLockedValue({ $0.count }) < processes.count || processes.contains(where: \.isRunning) {
             try? await Task.sleep(for: .milliseconds(100))
         }
         let reported = finals.withLockedValue { Set($0.keys) }
         for (index, process) in processes.enumerated() where !reported.contains(index) {
-            FileHandle.standardError.write(Data("child \(index) (pid \(process.processIdentifier)) sent no results\n".utf8))
+            let last = latest.withLockedValue { $0[index] }.map { "\($0.connected) connected, \($0.ready) ready" } ?? "nothing"
+            FileHandle.standardError.write(Data(
+                "child \(index) (pid \(process.processIdentifier), \(process.isRunning ? "still running" : "exited \(process.terminationStatus)")) sent no results; it last reported \(last)\n".utf8))
         }
         for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         return finals.withLockedValue { finals in finals.keys.sorted().flatMap { finals[$0]?.results ?? [] } }
