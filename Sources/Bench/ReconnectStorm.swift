@@ -245,10 +245,14 @@ enum StormChild {
         try? await group.shutdownGracefully()
     }
 
+    /// One line at a time: the final line (hundreds of kB) is written in many `write(2)`s, and a progress line
+    /// written meanwhile by the progress task would land inside it and make it unreadable.
+    private static let output = NIOLock()
+
     static func emit(_ line: StormLine) {
         var data = (try? JSONEncoder().encode(line)) ?? Data()
         data.append(UInt8(ascii: "\n"))
-        FileHandle.standardOutput.write(data)
+        output.withLock { FileHandle.standardOutput.write(data) }
     }
 
     static func progress(_ logs: [SessionLog]) -> StormLine {
