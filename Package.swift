@@ -20,7 +20,7 @@ import PackageDescription
 //   CometMain, LogicMain, JobMain   thin executables `comet`, `logic`, `job`
 //   GoIMClient       goim connections (TCP, WebSocket, WSS): tests, goim-bench, and GoIMKit's transport
 //   GoIMKit          the Swift client SDK: a session that reconnects, heartbeats and recovers; goim-tail on it
-//   Bench            `goim-bench`: load clients, pushers, fan-out scenarios
+//   Bench            `goim-bench`: load clients, pushers, fan-out scenarios, GoIMKit's reconnect storm
 //   TestSupport      starts real redis-server / nats-server processes and the built executables for tests
 //   TestLogic        a recording goim.logic.Logic gRPC service for comet and logic-client tests
 // The micro-benchmarks are a package of their own: Benchmarks/Package.swift.
@@ -140,7 +140,7 @@ let targets: [Target] = [
     .executableTarget(
         name: "Bench",
         dependencies: [
-            "GoIMClient", "GoIMProtocol", "GoIMRPC", nio, nioPosix, grpcCore, grpcHTTP2, argumentParser,
+            "GoIMClient", "GoIMKit", "GoIMProtocol", "GoIMRPC", nio, nioPosix, grpcCore, grpcHTTP2, argumentParser,
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Atomics", package: "swift-atomics"),

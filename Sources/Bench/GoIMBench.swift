@@ -13,7 +13,7 @@ struct GoIMBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "goim-bench",
         abstract: "Load and latency benchmarks for swift-goim (or any goim-compatible server), loopback by default.",
-        subcommands: [Fanout.self, EndToEnd.self, Idle.self, Storm.self, Clients.self, Push.self, Limit.self])
+        subcommands: [Fanout.self, EndToEnd.self, Idle.self, Storm.self, ReconnectStorm.self, Clients.self, Push.self, Limit.self])
 }
 
 /// Options shared by the scenarios that open client connections.

@@ -57,7 +57,7 @@ struct CometPusher {
     }
 }
 
-/// A minimal keep-alive HTTP/1.1 client for driving logic's push API (one request in flight per connection).
+/// A minimal keep-alive HTTP/1.1 client for driving logic's push API and reading its history (one request in flight per connection).
 final class HTTPPoster: Sendable {
     private let channel: any Channel
     private let handler: NIOLoopBound<ResponseHandler>
@@ -90,20 +90,31 @@ final class HTTPPoster: Sendable {
 
     /// POSTs `body` to `path` (with query); returns status and body text.
     func post(_ path: String, body: [UInt8]) async throws -> (status: Int, body: String) {
+        try await request(.POST, path, body: body)
+    }
+
+    /// GETs `path` (with query); returns status and body text.
+    func get(_ path: String) async throws -> (status: Int, body: String) {
+        try await request(.GET, path, body: nil)
+    }
+
+    private func request(_ method: HTTPMethod, _ path: String, body: [UInt8]?) async throws -> (status: Int, body: String) {
         let promise = channel.eventLoop.makePromise(of: (Int, String).self)
         let host = self.host
         let token = self.token
         let handler = self.handler
         channel.eventLoop.execute {
             handler.value.waiting.append(promise)
-            var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
+            var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
             head.headers.add(name: "Host", value: host)
-            head.headers.add(name: "Content-Type", value: "application/octet-stream")
-            head.headers.add(name: "Content-Length", value: "\(body.count)")
+            if let body {
+                head.headers.add(name: "Content-Type", value: "application/octet-stream")
+                head.headers.add(name: "Content-Length", value: "\(body.count)")
+            }
             if !token.isEmpty { head.headers.add(name: "Authorization", value: "Bearer \(token)") }
             let context = handler.value.context!
             context.write(NIOAny(HTTPClientRequestPart.head(head)), promise: nil)
-            context.write(NIOAny(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+            if let body { context.write(NIOAny(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil) }
             context.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
         }
         return try await promise.futureResult.get()

@@ -386,13 +386,16 @@ public final class GoIMSession: Sendable {
                 recovering: user["recovering"] as? Bool ?? false, recovered: user["recovered"] as? Bool ?? false)
         }
         inner.withLock { inner in
-            if epoch != inner.epoch {
+            // An empty epoch from a server with history means it could not read the room's history this time
+            // (`recovered` is false): keep the position, so that the next reconnect recovers from where this
+            // session really is instead of from the start of the history (every message again).
+            if !epoch.isEmpty, epoch != inner.epoch {
                 // Another epoch (a first connect, or the room's history started again): its offsets start anew.
                 inner.epoch = epoch
                 inner.lastOffset = 0
             }
             if !room.isEmpty { inner.room = room }
-            if let user = standing.user, user.epoch != inner.userEpoch {
+            if let user = standing.user, !user.epoch.isEmpty, user.epoch != inner.userEpoch {  // the same for the user's stream
                 inner.userEpoch = user.epoch
                 inner.userOffset = 0
             }

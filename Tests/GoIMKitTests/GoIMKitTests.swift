@@ -97,6 +97,37 @@ struct GoIMKitTests {
         #expect(rest.last == .closed)
         try await comet.stop()
     }
+
+    @Test("an op 8 with an empty epoch (the comet could not read history) keeps the position: the next reconnect recovers from it, nothing twice")
+    func emptyEpochKeepsPosition() async throws {
+        let comet = try await ScriptedComet.start(answersHeartbeats: true)
+        // 1: offsets 1, 2, closed. 2: history unreadable (empty epoch), a live offset 5, closed. 3: e1 again, 5 (a
+        // duplicate) and 6.
+        comet.epoch = { $0 == 2 ? "" : "e1" }
+        comet.script = { connection in
+            switch connection {
+            case 1: [1, 2].map { ScriptedComet.push(offset: $0) } + [nil]
+            case 2: [ScriptedComet.push(offset: 5), nil]
+            default: [5, 6].map { ScriptedComet.push(offset: $0) }
+            }
+        }
+        var configuration = GoIMConfiguration(
+            endpoints: [GoIMEndpoint(scheme: .tcp, host: "127.0.0.1", port: comet.port)],
+            credentials: .authBody(AuthBody(mid: 1, roomID: "live://1")))
+        configuration.backoff = Backoff(base: .milliseconds(10), max: .milliseconds(20))
+        let session = try GoIMSession(configuration)
+        session.start()
+        var received: [UInt64] = []
+        for await message in session.messages {
+            received.append(message.offset)
+            if message.offset == 6 { break }
+        }
+        #expect(received == [1, 2, 5, 6])
+        let third = try #require(comet.authBodies.dropFirst(2).first)
+        #expect(third.contains(#""epoch":"e1""#) && third.contains(#""offset":5"#), "\(third)")
+        await session.close()
+        try await comet.stop()
+    }
 }
 
 /// A comet on a loopback port that answers op 7 with a history standing (epoch `e1`), answers or ignores heartbeats,
@@ -104,13 +135,19 @@ struct GoIMKitTests {
 final class ScriptedComet: Sendable {
     let channel: any Channel
     var port: Int { channel.localAddress!.port! }
-    private let state = Mutex<(bodies: [String], script: @Sendable (Int) -> [Packet?])>(([], { _ in [] }))
+    private let state = Mutex<(bodies: [String], script: @Sendable (Int) -> [Packet?], epoch: @Sendable (Int) -> String)>(
+        ([], { _ in [] }, { _ in "e1" }))
     let connections = Atomic<Int>(0)
 
     var authBodies: [String] { state.withLock { $0.bodies } }
     var script: @Sendable (Int) -> [Packet?] {
         get { state.withLock { $0.script } }
         set { state.withLock { $0.script = newValue } }
+    }
+    /// The epoch op 8 gives the n-th connection (`e1`; empty: as a comet that could not read the room's history).
+    var epoch: @Sendable (Int) -> String {
+        get { state.withLock { $0.epoch } }
+        set { state.withLock { $0.epoch = newValue } }
     }
 
     private init(channel: any Channel) {
@@ -159,8 +196,9 @@ final class ScriptedComet: Sendable {
             switch packet.operation {
             case .auth:
                 comet.state.withLock { $0.bodies.append(String(buffer: packet.body)) }
+                let epoch = comet.epoch(number)
                 write(context, Packet(operation: .authReply, sequence: packet.sequence, body: ByteBuffer(
-                    string: #"{"room":"live://1","epoch":"e1","offset":0,"recovering":false,"recovered":false}"#)))
+                    string: #"{"room":"live://1","epoch":"\#(epoch)","offset":0,"recovering":false,"recovered":false}"#)))
                 for push in comet.script(number) {
                     guard let push else {
                         context.close(promise: nil)
