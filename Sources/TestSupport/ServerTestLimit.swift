@@ -28,13 +28,8 @@ public struct ServerTestLimit: TestTrait, SuiteTrait, TestScoping {
     ) async throws {
         // Only test functions take a permit: a suite holding one while its tests wait for theirs would deadlock.
         guard !test.isSuite, testCase != nil else { return try await function() }
-        let count = test.traits.contains { $0 is RunsAlone } ? Self.limit : 1
-        var held = 0
-        defer { Self.permits.release(held) }
-        while held < count {
-            try await Self.permits.acquire()
-            held += 1
-        }
+        try await Self.permits.acquire()
+        defer { Self.permits.release() }
         let limit = self.timeLimit
         // The task group awaits both children before returning, so `function` does not outlive this call.
         try await withoutActuallyEscaping(function) { function in
@@ -59,15 +54,4 @@ public struct ServerTestLimit: TestTrait, SuiteTrait, TestScoping {
 extension Trait where Self == ServerTestLimit {
     /// The test (every test of the suite) starts real servers: see `ServerTestLimit`.
     public static var startsServers: Self { ServerTestLimit(timeLimit: .seconds(180)) }
-}
-
-/// The test runs with no other server-starting test beside it: its `ServerTestLimit` scope (from its suite's
-/// `.startsServers`) takes every permit instead of one, before its time limit starts. For tests that compare delivery
-/// rates or latencies before and during a fault, which other tests' load on a two-core machine would skew. Only for
-/// tests of one `.serialized` suite: two such tests gathering permits at once could each wait for the other's.
-public struct RunsAlone: TestTrait {}
-
-extension Trait where Self == RunsAlone {
-    /// See `RunsAlone`.
-    public static var runsAlone: Self { RunsAlone() }
 }

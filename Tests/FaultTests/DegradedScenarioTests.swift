@@ -33,7 +33,7 @@ extension FaultScenarioTests {
         return parts.count == 2 ? (parts[0], parts[1]) : (1100, 200)
     }()
 
-    @Test("a slow comet (stopped 1.1 s of every 1.3 s: answers late, some beyond job's 1 s timeout): the other comet keeps at least 90 % of its delivery rate; the slow one's calls are retried until the deadline", .runsAlone)
+    @Test("a slow comet (stopped 1.1 s of every 1.3 s: answers late, some beyond job's 1 s timeout): the other comet keeps at least 90 % of its delivery rate; the slow one's calls are retried until the deadline")
     func slowComet() async throws {
         var options = Stack.Options()
         options.cometEnvironment = ["GOIM_REGISTRY_TTL": "60s"]
@@ -86,8 +86,7 @@ extension FaultScenarioTests {
 
     @Test(
         "each service in its own network namespace; iptables cuts job off one comet mid-stream: the other comet loses nothing and keeps its rate; the cut one resumes once healed",
-        .enabled(if: NetworkNamespaces.unavailable == nil, "needs root, ip and iptables (NetworkNamespaces.unavailable)"),
-        .runsAlone
+        .enabled(if: NetworkNamespaces.unavailable == nil, "needs root, ip and iptables (NetworkNamespaces.unavailable)")
     )
     func partitionedComet() async throws {
         var options = Stack.Options()

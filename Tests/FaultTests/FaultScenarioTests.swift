@@ -197,7 +197,7 @@ struct FaultScenarioTests {
         #expect(report.notAcknowledged == 0, "\(report)")
     }
 
-    @Test("a comet stopped (SIGSTOP) while it stays registered: the other comet keeps at least 90 % of its delivery rate; the stuck one's messages are given up after comet.skipAfter", .runsAlone)
+    @Test("a comet stopped (SIGSTOP) while it stays registered: the other comet keeps at least 90 % of its delivery rate; the stuck one's messages are given up after comet.skipAfter")
     func stuckComet() async throws {
         var options = Stack.Options()
         // The stopped comet's registry record must outlive the fault: a long TTL for the comets only.

@@ -276,6 +276,16 @@ extension StackTests {
               results.userPosition = `${userClient.userEpoch}:${userClient.userOffset}`;
               results.userAuth = JSON.stringify(auths[0]);
               userClient.close();
+
+              // op 8 with an empty epoch (the comet could not read history): the position stays, so the next reconnect
+              // recovers from it; a new epoch starts the offsets anew.
+              const kept = new m.GoIMClient('ws://kept.invalid/sub', { auth: { mid: 2, room_id: 'live://a' }, heartbeat: 60 });
+              kept.epoch = 'e1'; kept.lastOffset = 7; kept.userEpoch = 'u1'; kept.userOffset = 3;
+              const standing = (value) => kept._standing(new TextEncoder().encode(JSON.stringify(value)));
+              standing({ room: 'live://a', epoch: '', offset: 0, recovering: true, recovered: false, mid: { epoch: '', offset: 0, recovering: true, recovered: false } });
+              results.emptyEpoch = `${kept.epoch}:${kept.lastOffset} ${kept.userEpoch}:${kept.userOffset}`;
+              standing({ room: 'live://a', epoch: 'e2', offset: 0, recovering: true, recovered: false, mid: { epoch: 'u2', offset: 0, recovering: true, recovered: false } });
+              results.newEpoch = `${kept.epoch}:${kept.lastOffset} ${kept.userEpoch}:${kept.userOffset}`;
               return JSON.stringify(results);
             })
             """#
@@ -294,5 +304,7 @@ extension StackTests {
         #expect(results["userMessages"] as? String == "room1@room:1,user1@user:1,user2@user:2,broadcast@null:0", "\(results)")
         #expect(results["userPosition"] as? String == "eu:2", "\(results)")
         #expect(results["userAuth"] as? String == #"{"epoch":"","offset":0,"mid":{"epoch":"","offset":0}}"#, "\(results)")
+        #expect(results["emptyEpoch"] as? String == "e1:7 u1:3", "\(results)")
+        #expect(results["newEpoch"] as? String == "e2:0 u2:0", "\(results)")
     }
 }

@@ -252,14 +252,16 @@ export class GoIMClient extends EventTarget {
     let standing;
     try { standing = JSON.parse(decoder.decode(body)); } catch { return; }
     if (typeof standing.epoch !== 'string') return;
-    if (standing.epoch !== this.epoch) {
+    // An empty epoch means the server could not read the room's history this time (`recovered` is false): keep the
+    // position, so that the next reconnect recovers from where this client really is, not from the history's start.
+    if (standing.epoch !== '' && standing.epoch !== this.epoch) {
       // Another epoch (a first connect, or the room's history started again): its offsets start anew.
       this.epoch = standing.epoch;
       this.lastOffset = 0;
     }
     if (typeof standing.room === 'string' && standing.room) this.room = standing.room;
     const user = standing.mid;
-    if (user && typeof user.epoch === 'string' && user.epoch !== this.userEpoch) {
+    if (user && typeof user.epoch === 'string' && user.epoch !== '' && user.epoch !== this.userEpoch) {
       this.userEpoch = user.epoch;
       this.userOffset = 0;
     }
