@@ -7,16 +7,16 @@ import Glibc
 import Darwin
 #endif
 
-/// Client processes: one process may hold at most ~19,500 connections (20,000 descriptors), and spreading
-/// clients over processes spreads their CPU too. Each child is `goim-bench clients --child --spec <json>`;
-/// it prints one JSON `FleetSnapshot` line per second and exits when its stdin closes.
-final class ChildFleet: Sendable {
-    private let processes: [Process]
+/// Child processes of goim-bench: each is `goim-bench <subcommand> --child --spec <json>`, prints one JSON line per
+/// report on stdout, and exits when its stdin closes (so children never outlive a parent that was killed). Keeps each
+/// child's latest line and its final one (`isFinal`).
+final class ChildProcesses<Line: Decodable & Sendable>: Sendable {
+    let processes: [Process]
     private let inputs: [Pipe]
-    private let latest: NIOLockedValueBox<[Int: FleetSnapshot]>
-    private let finals: NIOLockedValueBox<[Int: FleetSnapshot]>
+    private let latest: NIOLockedValueBox<[Int: Line]>
+    private let finals: NIOLockedValueBox<[Int: Line]>
 
-    init(specs: [FleetSpec]) throws {
+    init<Spec: Encodable>(subcommand: String, specs: [Spec], isFinal: @escaping @Sendable (Line) -> Bool) throws {
         #if os(Linux)
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         #else
@@ -24,13 +24,13 @@ final class ChildFleet: Sendable {
         #endif
         var processes: [Process] = []
         var inputs: [Pipe] = []
-        let latest = NIOLockedValueBox<[Int: FleetSnapshot]>([:])
-        let finals = NIOLockedValueBox<[Int: FleetSnapshot]>([:])
+        let latest = NIOLockedValueBox<[Int: Line]>([:])
+        let finals = NIOLockedValueBox<[Int: Line]>([:])
         for (index, spec) in specs.enumerated() {
             let process = Process()
             process.executableURL = executable
             let json = String(decoding: try JSONEncoder().encode(spec), as: UTF8.self)
-            process.arguments = ["clients", "--child", "--spec", json]
+            process.arguments = [subcommand, "--child", "--spec", json]
             let input = Pipe()
             let output = Pipe()
             process.standardInput = input
@@ -50,9 +50,9 @@ final class ChildFleet: Sendable {
                     return lines
                 }
                 for line in lines {
-                    guard let snapshot = try? JSONDecoder().decode(ChildLine.self, from: line) else { continue }
-                    latest.withLockedValue { $0[index] = snapshot.snapshot }
-                    if snapshot.final { finals.withLockedValue { $0[index] = snapshot.snapshot } }
+                    guard let decoded = try? JSONDecoder().decode(Line.self, from: line) else { continue }
+                    latest.withLockedValue { $0[index] = decoded }
+                    if isFinal(decoded) { finals.withLockedValue { $0[index] = decoded } }
                 }
                 if data.isEmpty { handle.readabilityHandler = nil }
             }
@@ -66,13 +66,45 @@ final class ChildFleet: Sendable {
         self.finals = finals
     }
 
+    /// Each child's latest line, by child index.
+    var latestLines: [Int: Line] { latest.withLockedValue { $0 } }
+    /// Each child's final line, by child index (children that sent none are missing).
+    var finalLines: [Int: Line] { finals.withLockedValue { $0 } }
+
+    /// Closes the children's stdin (they report a final line and exit), then waits until `done` holds or `timeout`
+    /// passes, and kills those still running.
+    func stop(timeout: Duration, until done: () -> Bool) async {
+        for input in inputs { try? input.fileHandleForWriting.close() }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline, !done() {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    func killRemaining() {
+        for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+/// Client processes: one process may hold at most ~19,500 connections (20,000 descriptors), and spreading
+/// clients over processes spreads their CPU too. Each child is `goim-bench clients --child --spec <json>`;
+/// it prints one JSON `FleetSnapshot` line per second and exits when its stdin closes.
+final class ChildFleet: Sendable {
+    private let children: ChildProcesses<ChildLine>
+
+    init(specs: [FleetSpec]) throws {
+        children = try ChildProcesses(subcommand: "clients", specs: specs) { $0.final }
+    }
+
     /// The sum of the children's latest reports.
     func total() -> FleetSnapshot {
-        latest.withLockedValue { all in
-            var sum = FleetSnapshot()
-            for snapshot in all.values { sum.add(snapshot) }
-            return sum
-        }
+        Self.sum(children.latestLines)
+    }
+
+    private static func sum(_ lines: [Int: ChildLine]) -> FleetSnapshot {
+        var sum = FleetSnapshot()
+        for line in lines.values { sum.add(line.snapshot) }
+        return sum
     }
 
     /// Waits until `condition` holds for the total, or `timeout` passes.
@@ -93,24 +125,10 @@ final class ChildFleet: Sendable {
 
     /// Closes the children's stdin, waits for their final reports and exit.
     func stop() async -> FleetSnapshot {
-        for input in inputs { try? input.fileHandleForWriting.close() }
-        for _ in 0..<300 where processes.contains(where: \.isRunning) {
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        return finals.withLockedValue { all in
-            var sum = FleetSnapshot()
-            for snapshot in all.values { sum.add(snapshot) }
-            return sum
-        }.authed > 0 ? finalTotal() : total()
-    }
-
-    private func finalTotal() -> FleetSnapshot {
-        finals.withLockedValue { all in
-            var sum = FleetSnapshot()
-            for snapshot in all.values { sum.add(snapshot) }
-            return sum
-        }
+        await children.stop(timeout: .seconds(30)) { !children.processes.contains(where: \.isRunning) }
+        children.killRemaining()
+        let finals = Self.sum(children.finalLines)
+        return finals.authed > 0 ? finals : total()
     }
 
     /// Splits `spec.count` connections over `processes` children with disjoint mids.

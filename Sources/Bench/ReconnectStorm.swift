@@ -350,61 +350,14 @@ final class SessionLog: Sendable {
 /// The child processes: `goim-bench reconnect-storm --child --spec <json>`, a `StormLine` per line on stdout, exit
 /// when stdin closes (or the parent dies: `StdinWatcher`).
 final class StormChildren: Sendable {
-    private let processes: [Process]
-    private let inputs: [Pipe]
-    private let latest: NIOLockedValueBox<[Int: StormLine]>
-    private let finals: NIOLockedValueBox<[Int: StormLine]>
+    private let children: ChildProcesses<StormLine>
 
     init(specs: [StormSpec]) throws {
-        #if os(Linux)
-        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        #else
-        let executable = Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])
-        #endif
-        let latest = NIOLockedValueBox<[Int: StormLine]>([:])
-        let finals = NIOLockedValueBox<[Int: StormLine]>([:])
-        var processes: [Process] = []
-        var inputs: [Pipe] = []
-        for (index, spec) in specs.enumerated() {
-            let process = Process()
-            process.executableURL = executable
-            process.arguments = ["reconnect-storm", "--child", "--spec", String(decoding: try JSONEncoder().encode(spec), as: UTF8.self)]
-            let input = Pipe()
-            let output = Pipe()
-            process.standardInput = input
-            process.standardOutput = output
-            process.standardError = FileHandle.standardError
-            let buffer = NIOLockedValueBox(Data())
-            output.fileHandleForReading.readabilityHandler = { handle in
-                let data = handle.availableData
-                let lines: [Data] = buffer.withLockedValue { pending in
-                    pending.append(data)
-                    var lines: [Data] = []
-                    while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                        lines.append(pending[pending.startIndex..<newline])
-                        pending.removeSubrange(pending.startIndex...newline)
-                    }
-                    return lines
-                }
-                for line in lines {
-                    guard let decoded = try? JSONDecoder().decode(StormLine.self, from: line) else { continue }
-                    latest.withLockedValue { $0[index] = decoded }
-                    if decoded.results != nil { finals.withLockedValue { $0[index] = decoded } }
-                }
-                if data.isEmpty { handle.readabilityHandler = nil }
-            }
-            try process.run()
-            processes.append(process)
-            inputs.append(input)
-        }
-        self.processes = processes
-        self.inputs = inputs
-        self.latest = latest
-        self.finals = finals
+        children = try ChildProcesses(subcommand: "reconnect-storm", specs: specs) { $0.results != nil }
     }
 
     func total() -> StormLine {
-        latest.withLockedValue { $0.values.reduce(into: StormLine()) { $0.add($1) } }
+        children.latestLines.values.reduce(into: StormLine()) { $0.add($1) }
     }
 
     func wait(timeout: Duration, progress: (StormLine) -> Void, until condition: (StormLine) -> Bool) async -> StormLine {
@@ -421,19 +374,19 @@ final class StormChildren: Sendable {
     /// Closes the children's stdin and returns every session's result (a child that sent none within 60 s is killed
     /// and named on stderr with what it last reported).
     func stop() async -> [StormSessionResult] {
-        for input in inputs { try? input.fileHandleForWriting.close() }
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline, finals.withLockedValue({ $0.count }) < processes.count || processes.contains(where: \.isRunning) {
-            try? await Task.sleep(for: .milliseconds(100))
+        let children = self.children
+        await children.stop(timeout: .seconds(60)) {
+            children.finalLines.count >= children.processes.count && !children.processes.contains(where: \.isRunning)
         }
-        let reported = finals.withLockedValue { Set($0.keys) }
-        for (index, process) in processes.enumerated() where !reported.contains(index) {
-            let last = latest.withLockedValue { $0[index] }.map { "\($0.connected) connected, \($0.ready) ready" } ?? "nothing"
+        let finals = children.finalLines
+        let latest = children.latestLines
+        for (index, process) in children.processes.enumerated() where finals[index] == nil {
+            let last = latest[index].map { "\($0.connected) connected, \($0.ready) ready" } ?? "nothing"
             FileHandle.standardError.write(Data(
                 "child \(index) (pid \(process.processIdentifier), \(process.isRunning ? "still running" : "exited \(process.terminationStatus)")) sent no results; it last reported \(last)\n".utf8))
         }
-        for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        return finals.withLockedValue { finals in finals.keys.sorted().flatMap { finals[$0]?.results ?? [] } }
+        children.killRemaining()
+        return finals.keys.sorted().flatMap { finals[$0]?.results ?? [] }
     }
 }
 
