@@ -62,6 +62,18 @@ import Testing
         }
     }
 
+    @Test func sessionRewriteSpreadIsReadAndABadOneNamed() throws {
+        let (defaults, _) = try CometConfiguration.load(path: nil, environment: [:])
+        #expect(defaults.proto.sessionRewriteSpread == .seconds(30))
+        let (set, _) = try CometConfiguration.load(path: nil, environment: ["GOIM_PROTOCOL_SESSIONREWRITESPREAD": "1s"])
+        #expect(set.proto.sessionRewriteSpread == .seconds(1))
+        #expect {
+            _ = try CometConfiguration(ConfigReader(toml: "[protocol]\nsessionRewriteSpread = \"soon\"\n"))
+        } throws: { error in
+            (error as? ConfigError)?.description.contains("protocol.sessionRewriteSpread") == true
+        }
+    }
+
     @Test func rpcClientBatchSize() throws {
         let (config, _) = try CometConfiguration.load(path: nil, environment: ["GOIM_RPCCLIENT_BATCHSIZE": "1"])
         #expect(config.rpcClient.batchSize == 1)
