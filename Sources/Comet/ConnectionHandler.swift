@@ -561,10 +561,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let logic = comet.logic
         let (mid, key, server, logger, counters, id) = (mid, key, comet.server, comet.logger, comet.counters, id)
         let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        let hadFailed = sessionFailures > 0
         comet.logicCalls.spawn(limited: false) {
             do {
                 try await logic.heartbeat(mid: mid, key: key, server: server)
-                bound.eventLoop.execute { bound.value.sessionFailures = 0 }
+                // Only a connection whose last call failed has a count to reset: no loop hop otherwise.
+                if hadFailed { bound.eventLoop.execute { bound.value.sessionFailures = 0 } }
             } catch {
                 counters.increment(\.logicErrors)
                 logger.warning(

@@ -76,11 +76,7 @@ struct GoIMKitTests {
             }
             return [3, 4].map { ScriptedComet.push(offset: $0) }
         }
-        var configuration = GoIMConfiguration(
-            endpoints: [GoIMEndpoint(scheme: .tcp, host: "127.0.0.1", port: comet.port)],
-            credentials: .authBody(AuthBody(mid: 1, roomID: "live://1")))
-        configuration.backoff = Backoff(base: .milliseconds(10), max: .milliseconds(20))
-        let session = try GoIMSession(configuration)
+        let session = try comet.session()
         session.start()
         var received: [UInt64] = []
         for await message in session.messages {
@@ -111,11 +107,7 @@ struct GoIMKitTests {
             default: [5, 6].map { ScriptedComet.push(offset: $0) }
             }
         }
-        var configuration = GoIMConfiguration(
-            endpoints: [GoIMEndpoint(scheme: .tcp, host: "127.0.0.1", port: comet.port)],
-            credentials: .authBody(AuthBody(mid: 1, roomID: "live://1")))
-        configuration.backoff = Backoff(base: .milliseconds(10), max: .milliseconds(20))
-        let session = try GoIMSession(configuration)
+        let session = try comet.session()
         session.start()
         var received: [UInt64] = []
         for await message in session.messages {
@@ -127,6 +119,17 @@ struct GoIMKitTests {
         #expect(third.contains(#""epoch":"e1""#) && third.contains(#""offset":5"#), "\(third)")
         await session.close()
         try await comet.stop()
+    }
+}
+
+extension ScriptedComet {
+    /// A session of mid 1 in live://1 on this comet that reconnects within 10–20 ms.
+    func session() throws -> GoIMSession {
+        var configuration = GoIMConfiguration(
+            endpoints: [GoIMEndpoint(scheme: .tcp, host: "127.0.0.1", port: port)],
+            credentials: .authBody(AuthBody(mid: 1, roomID: "live://1")))
+        configuration.backoff = Backoff(base: .milliseconds(10), max: .milliseconds(20))
+        return try GoIMSession(configuration)
     }
 }
 
